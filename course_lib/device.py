@@ -1,0 +1,66 @@
+"""Reproducibility and hardware: one seed for everything, one place that picks the device."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy (if present) and torch; return a torch.Generator seeded the same way.
+
+    Same seed + same machine + same software => the same losses, run after run.
+    (Across different CPUs/GPUs the low bits of float results may differ.)
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is optional for the course library
+        pass
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def mps_is_usable() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps (Apple GPUs), then cpu. A named device must exist."""
+    preference = (preference or "auto").lower()
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_is_usable():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device='cuda' was asked for but this torch build sees no CUDA GPU. "
+            "Use device='auto' or 'cpu', or install a CUDA build of torch (see README, 'GPU users')."
+        )
+    if preference == "mps" and not mps_is_usable():
+        raise RuntimeError("device='mps' was asked for but MPS is not available here; use 'auto' or 'cpu'.")
+    if preference not in ("cpu", "mps") and not preference.startswith("cuda"):
+        raise ValueError(f"Unknown device {preference!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    return torch.device(preference)
+
+
+def describe_device(device: torch.device) -> str:
+    """One line a student can paste into a bug report."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        hw = f"{name}, {bf16}"
+    elif device.type == "mps":
+        hw = f"Apple GPU (MPS), {platform.machine()}"
+    else:
+        hw = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
+    return f"device={device.type} ({hw}) | torch {torch.__version__} | python {platform.python_version()}"

@@ -1,0 +1,79 @@
+"""Every milestone leaves two traces: outputs/milestoneN.txt (header + samples) and one row in
+outputs/results.json (the ledger that later notebooks and the README read their numbers from).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .paths import output_dir as default_output_dir
+
+RESULTS_FILE = "results.json"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_results(output_dir: str | os.PathLike | None = None) -> dict:
+    """{milestone number (str): row}. An unreadable ledger is an error, never silently replaced."""
+    path = Path(output_dir or default_output_dir()) / RESULTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}). Fix it by hand or move it away; "
+                         "the next milestone will then start a new ledger.") from err
+    return data.get("milestones", {})
+
+
+def previous_result(n: int, output_dir=None) -> dict | None:
+    """The nearest earlier milestone's row (to print 'before vs after'), or None."""
+    rows = load_results(output_dir)
+    earlier = sorted((int(k) for k in rows if int(k) < n), reverse=True)
+    return rows[str(earlier[0])] if earlier else None
+
+
+def format_header(n: int, title: str, run_info: dict, metrics: dict, sampling: dict, extra: dict) -> str:
+    lines = [f"Milestone {n}: {title}", "=" * (len(title) + 13)]
+    fields = {**run_info, **extra}
+    for key, value in fields.items():
+        lines.append(f"{key:>16}: {value}")
+    for key, value in metrics.items():
+        lines.append(f"{key:>16}: {value}")
+    if sampling:
+        lines.append(f"{'sampling':>16}: " + ", ".join(f"{k}={v}" for k, v in sampling.items()))
+    return "\n".join(lines)
+
+
+def save_milestone(n: int, title: str, samples: list[str] | str, run_info: dict, metrics: dict | None = None,
+                   sampling: dict | None = None, extra: dict | None = None,
+                   output_dir: str | os.PathLike | None = None) -> Path:
+    """Write outputs/milestone{n}.txt and upsert row n of outputs/results.json. Returns the txt path.
+
+    run_info: notebook, profile, corpus, seed, device (NotebookRun.info()).
+    metrics: e.g. val_loss, perplexity, bits_per_char, parameters, train_seconds.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"Milestone number must be a positive integer, got {n!r}.")
+    out = Path(output_dir or default_output_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    samples = [samples] if isinstance(samples, str) else list(samples)
+    metrics, sampling, extra = metrics or {}, sampling or {}, extra or {}
+    header = format_header(n, title, run_info, metrics, sampling, extra)
+    body = "\n\n".join(f"--- sample {i + 1} ---\n{s.rstrip()}" for i, s in enumerate(samples))
+    txt = out / f"milestone{n}.txt"
+    _atomic_write(txt, header + "\n\n" + body + "\n")
+
+    rows = load_results(out)
+    rows[str(n)] = {"milestone": n, "title": title, **run_info, **metrics, **extra,
+                    "sampling": sampling, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    ordered = {k: rows[k] for k in sorted(rows, key=int)}
+    _atomic_write(out / RESULTS_FILE, json.dumps({"milestones": ordered}, indent=2) + "\n")
+    return txt

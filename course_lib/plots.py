@@ -1,0 +1,70 @@
+"""Figures the notebooks show inline and save under outputs/figures/."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+if matplotlib.get_backend().lower() == "agg" or not matplotlib.get_backend():
+    matplotlib.use("Agg")  # headless runs (papermill, CI) need no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _finish(fig, path: str | Path | None, show: bool):
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    if show:
+        plt.show()
+    else:
+        plt.close(fig)
+    return fig
+
+
+def plot_losses(history, title: str = "loss", path=None, show: bool = True, reference: dict | None = None):
+    """Train vs val loss against steps; `reference` draws labelled horizontal lines (e.g. ln V)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.plot(history.steps, history.train_loss, label="train", marker="o", markersize=3)
+    ax.plot(history.steps, history.val_loss, label="val", marker="o", markersize=3)
+    for name, value in (reference or {}).items():
+        ax.axhline(value, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(name, (history.steps[-1], value), textcoords="offset points", xytext=(0, 4),
+                    ha="right", color="grey", fontsize=8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _finish(fig, path, show)
+
+
+def plot_char_frequency(text: str, top: int = 40, path=None, show: bool = True):
+    """Bar chart of the most common characters (spaces and newlines shown by name)."""
+    counts = Counter(text).most_common(top)
+    names = {" ": "space", "\n": "\\n"}
+    labels = [names.get(c, c) for c, _ in counts]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    ax.bar(range(len(counts)), [n / len(text) for _, n in counts])
+    ax.set_xticks(range(len(counts)), labels, rotation=90 if top > 30 else 0, fontsize=8)
+    ax.set_ylabel("share of all characters")
+    ax.set_title(f"The {len(counts)} most common characters")
+    return _finish(fig, path, show)
+
+
+def plot_bars(values: dict, ylabel: str, title: str, path=None, show: bool = True, highlight: str | None = None):
+    """Simple labelled bar chart (e.g. val loss per milestone: the 'ladder')."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    names = list(values)
+    colors = ["tab:orange" if n == highlight else "tab:blue" for n in names]
+    bars = ax.bar(names, [values[n] for n in names], color=colors)
+    for bar, n in zip(bars, names):
+        ax.annotate(f"{values[n]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelsize=8)
+    return _finish(fig, path, show)

@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from course_lib.batching import as_tensor, sequential_batches
+from course_lib.models import BigramLM
+from course_lib.training import (CheckpointError, TrainConfig, TrainingDivergedError, evaluate, load_checkpoint,
+                                 save_checkpoint, train)
+
+
+@pytest.fixture
+def data(tokenizer, small_text):
+    ids = as_tensor(tokenizer.encode(small_text))
+    n = int(0.9 * len(ids))
+    return ids[:n], ids[n:]
+
+
+def test_training_lowers_the_loss_and_records_history(tokenizer, data):
+    train_data, val_data = data
+    model = BigramLM(tokenizer.vocab_size)
+    cfg = TrainConfig(max_iters=150, batch_size=16, block_size=8, learning_rate=5e-2, eval_interval=50, eval_iters=4)
+    history = train(model, train_data, val_data, cfg, progress=False)
+    assert history.steps == [0, 50, 100, 150]
+    assert history.val_loss[-1] < history.val_loss[0] - 0.5
+    assert abs(history.val_loss[0] - math.log(tokenizer.vocab_size)) < 0.1  # untrained ~ uniform
+    assert history.tokens_per_second > 0
+
+
+def test_same_seed_same_losses(tokenizer, data):
+    cfg = TrainConfig(max_iters=30, batch_size=4, block_size=8, eval_interval=10, eval_iters=2, learning_rate=1e-2)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(train(BigramLM(tokenizer.vocab_size), *data, cfg, progress=False).val_loss)
+    assert runs[0] == runs[1]
+
+
+def test_nan_loss_stops_with_a_clear_message(tokenizer, data):
+    model = BigramLM(tokenizer.vocab_size)
+    with torch.no_grad():
+        model.table.weight[0, 0] = float("nan")
+        model.table.weight.fill_(float("nan"))
+    cfg = TrainConfig(max_iters=5, batch_size=2, block_size=4, eval_interval=100, eval_iters=1)
+    with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
+        train(model, *data, cfg, progress=False)
+
+
+def test_bad_config_values(tokenizer, data):
+    with pytest.raises(ValueError, match="max_iters"):
+        train(BigramLM(tokenizer.vocab_size), *data, TrainConfig(max_iters=0), progress=False)
+    with pytest.raises(ValueError, match="learning_rate"):
+        train(BigramLM(tokenizer.vocab_size), *data, TrainConfig(learning_rate=0), progress=False)
+
+
+def test_evaluate_reports_consistent_units(tokenizer, data):
+    model = BigramLM(tokenizer.vocab_size)
+    result = evaluate(model, sequential_batches(data[1], 8))
+    assert result.n_tokens == len(data[1]) - 1
+    assert result.perplexity == pytest.approx(math.exp(result.loss))
+    assert result.bits_per_char == pytest.approx(result.loss / math.log(2))
+    assert evaluate(model, sequential_batches(data[1], 8), chars_per_token=4).bits_per_char == pytest.approx(
+        result.bits_per_char / 4)
+
+
+def test_checkpoint_round_trip_is_atomic_and_safe(tmp_path, tokenizer):
+    model = BigramLM(tokenizer.vocab_size)
+    path = save_checkpoint(tmp_path / "ck" / "bigram.pt", model, meta={"vocab": tokenizer.to_dict()})
+    assert path.exists() and not list(path.parent.glob("*.tmp"))
+    fresh = BigramLM(tokenizer.vocab_size)
+    payload = load_checkpoint(path, fresh)
+    assert torch.equal(fresh.table.weight, model.table.weight)
+    assert payload["meta"]["vocab"]["kind"] == "char"
+
+
+def test_train_writes_checkpoint_when_asked(tmp_path, tokenizer, data):
+    cfg = TrainConfig(max_iters=3, batch_size=2, block_size=4, eval_interval=10, eval_iters=1,
+                      checkpoint_path=str(tmp_path / "m.pt"))
+    train(BigramLM(tokenizer.vocab_size), *data, cfg, progress=False)
+    assert "history" in load_checkpoint(tmp_path / "m.pt")["meta"]
+
+
+def test_corrupt_checkpoint_is_explained(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or truncated: delete it and re-run"):
+        load_checkpoint(bad)
+
+
+def test_truncated_checkpoint_is_explained(tmp_path, tokenizer):
+    path = save_checkpoint(tmp_path / "ok.pt", BigramLM(tokenizer.vocab_size))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_explained(tmp_path):
+    with pytest.raises(CheckpointError, match="Run the notebook that trains"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_checkpoint_for_another_shape_is_explained(tmp_path):
+    path = save_checkpoint(tmp_path / "v10.pt", BigramLM(10))
+    with pytest.raises(CheckpointError, match="different model shape"):
+        load_checkpoint(path, BigramLM(12))
