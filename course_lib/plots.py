@@ -68,3 +68,29 @@ def plot_bars(values: dict, ylabel: str, title: str, path=None, show: bool = Tru
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=8)
     return _finish(fig, path, show)
+
+
+def plot_attention(weights, tokens: list[str], title: str = "attention", path=None, show: bool = True, ax=None):
+    """Heat map of one head's (T, T) attention weights; row = query position, column = key."""
+    import numpy as np
+
+    weights = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights)
+    own_figure = ax is None
+    if own_figure:
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+    labels = [{" ": "\u2423", "\n": "\\n"}.get(t, t) for t in tokens]
+    ax.imshow(weights, cmap="viridis", vmin=0, vmax=max(float(weights.max()), 1e-9))
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("attends to (key position)")
+    ax.set_ylabel("query position")
+    ax.set_title(title, fontsize=9)
+    return _finish(ax.figure, path, show) if own_figure else ax
+
+
+def plot_ladder(results: dict, path=None, show: bool = True, key: str = "val_loss"):
+    """The course's 'ladder': val loss of each milestone from results.json, in order."""
+    rows = [results[k] for k in sorted(results, key=int) if key in results[k]]
+    values = {f"{r['milestone']:02d} {r.get('short', r['title'])[:14]}": float(r[key]) for r in rows}
+    return plot_bars(values, ylabel=f"{key} (nats/char)", title="The ladder: validation loss by milestone",
+                     path=path, show=show, highlight=list(values)[-1] if values else None)

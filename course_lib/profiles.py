@@ -28,7 +28,7 @@ PROFILE_NAMES = ("smoke", "cpu", "gpu")
 _CHAR_STEPS = {
     "smoke": dict(batch_size=4, block_size=16, n_embd=16, n_head=2, n_layer=2, max_iters=40,
                   eval_interval=20, eval_iters=2, learning_rate=3e-3, dropout=0.0),
-    "cpu": dict(batch_size=16, block_size=32, n_embd=64, n_head=4, n_layer=4, max_iters=1500,
+    "cpu": dict(batch_size=16, block_size=64, n_embd=64, n_head=4, n_layer=4, max_iters=2000,
                 eval_interval=250, eval_iters=20, learning_rate=2e-3, dropout=0.0),
     "gpu": dict(batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, max_iters=3000,
                 eval_interval=500, eval_iters=50, learning_rate=1e-3, dropout=0.0),
@@ -49,23 +49,29 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "gpu": dict(batch_size=64, block_size=8, max_iters=5000, eval_interval=500, eval_iters=100,
                     learning_rate=1e-2, sample_chars=500),
     },
-    # 03-07 add one idea each on top of the same sizes (see _CHAR_STEPS).
+    # 03-07 add one idea each on top of the same sizes (see _CHAR_STEPS). Extra settings:
+    #   deep_layers / deep_iters: the deep stack trained with and without residuals (06)
+    #   stats_iters: short runs that compare activation statistics with and without LayerNorm (07)
     **{
-        key: {name: dict(_CHAR_STEPS[name], sample_chars=200 if name == "smoke" else 500)
+        key: {name: dict(_CHAR_STEPS[name], sample_chars=200 if name == "smoke" else 500,
+                         deep_layers={"smoke": 3, "cpu": 8, "gpu": 12}[name],
+                         deep_iters={"smoke": 5, "cpu": 300, "gpu": 500}[name],
+                         stats_iters={"smoke": 5, "cpu": 300, "gpu": 500}[name])
               for name in PROFILE_NAMES}
         for key in ("self_attention", "multi_head", "feed_forward", "residual", "layernorm")
     },
     # 08 scales up to the full character GPT. gpu = the well-known lecture run.
+    # compare_iters: the same model trained without dropout, to measure the train/val gap.
     "dropout": {
         "smoke": dict(batch_size=4, block_size=16, n_embd=16, n_head=2, n_layer=2, max_iters=40,
                       eval_interval=20, eval_iters=2, learning_rate=3e-3, dropout=0.1,
                       sample_chars=200, compare_iters=20),
         "cpu": dict(batch_size=12, block_size=64, n_embd=128, n_head=4, n_layer=4, max_iters=2000,
                     eval_interval=250, eval_iters=20, learning_rate=1e-3, dropout=0.1,
-                    sample_chars=800, compare_iters=1000),
+                    sample_chars=800, compare_iters=2000),
         "gpu": dict(batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, max_iters=5000,
                     eval_interval=500, eval_iters=200, learning_rate=3e-4, dropout=0.2,
-                    sample_chars=1500, compare_iters=2500),
+                    sample_chars=1500, compare_iters=5000),
     },
 }
 
