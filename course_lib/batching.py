@@ -81,3 +81,39 @@ def sequential_batches(data: torch.Tensor, block_size: int, batch_size: int = 64
     for x, y in tail:
         batches.append((x[None].to(device), y[None].to(device)))  # (1, T_tail)
     return batches
+
+
+class SlidingWindowDataset(torch.utils.data.Dataset):
+    """Windows of `context_length` tokens taken every `stride` tokens (a torch Dataset).
+
+    stride == context_length: windows touch but do not overlap (each token is a target once);
+    stride < context_length: windows overlap (more, correlated examples from little text).
+    Item i is (x, y), both (context_length,), with y = x shifted by one token.
+    """
+
+    def __init__(self, ids, context_length: int, stride: int):
+        self.data = as_tensor(ids)
+        if stride < 1:
+            raise BatchingError(f"stride must be at least 1, got {stride}.")
+        check_fits(self.data, context_length, "the token stream")
+        self.context_length, self.stride = context_length, stride
+        self.starts = range(0, len(self.data) - context_length, stride)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int):
+        s = self.starts[i]
+        return self.data[s:s + self.context_length], self.data[s + 1:s + 1 + self.context_length]
+
+
+def make_dataloader(ids, context_length: int, stride: int, batch_size: int, shuffle: bool = True,
+                    seed: int = 0, drop_last: bool = True) -> torch.utils.data.DataLoader:
+    """A DataLoader over SlidingWindowDataset. num_workers=0 on purpose: worker processes break
+    inside notebooks on Windows and macOS, and slicing a tensor is too cheap to need them."""
+    dataset = SlidingWindowDataset(ids, context_length, stride)
+    if drop_last and len(dataset) < batch_size:
+        raise BatchingError(f"Only {len(dataset)} windows for a batch of {batch_size}: use a smaller "
+                            "batch_size, a smaller stride or more text.")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                       num_workers=0, generator=torch.Generator().manual_seed(seed))

@@ -1,10 +1,16 @@
 """Sampling new text from any model that returns next-token logits (B, T, vocab_size).
 
 Each step: run the model on the context, keep the logits of the last position, divide by the
-temperature, optionally keep only the top-k most likely tokens, turn into probabilities, sample.
+temperature, optionally keep only the top-k most likely tokens and/or the smallest set of tokens
+whose probabilities add up to top_p (nucleus sampling), turn into probabilities, sample.
+
+Models that support a KV cache (the GPT class) can generate with `use_cache=True`: each step then
+feeds only the newest token instead of the whole context.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -13,62 +19,108 @@ class SamplingError(ValueError):
     pass
 
 
-def check_sampling(temperature: float, top_k: int | None, vocab_size: int, max_new_tokens: int) -> None:
+def check_sampling(temperature: float, top_k: int | None, vocab_size: int, max_new_tokens: int,
+                   top_p: float | None = None) -> None:
     """Validate sampling settings up front, with messages that say what to change."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise SamplingError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-    if not isinstance(temperature, (int, float)) or not temperature > 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise SamplingError(
             f"temperature must be > 0, got {temperature!r}. Use a small value such as 0.1 for nearly "
-            "greedy text, 1.0 for the model's own distribution, above 1 for wilder text.")
-    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= vocab_size):
+            "greedy text (or greedy=True), 1.0 for the model's own distribution, above 1 for wilder text.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab_size):
         raise SamplingError(f"top_k must be an integer between 1 and the vocabulary size {vocab_size}, "
                             f"or None to keep every token; got {top_k!r}.")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise SamplingError(f"top_p must be in (0, 1] (e.g. 0.9 keeps the most likely tokens that make up "
+                            f"90% of the probability), or None to switch it off; got {top_p!r}.")
 
 
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
-    """logits (B, V) -> probabilities (B, V) after temperature and top-k."""
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> torch.Tensor:
+    """logits (B, V) -> probabilities (B, V) after temperature, top-k and top-p."""
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth_best = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
     # softmax subtracts the row maximum internally, so large logits cannot overflow
-    return torch.softmax(logits, dim=-1)
+    probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)   # (B, V)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs    # probability of better tokens
+        sorted_probs[mass_before >= top_p] = 0.0                           # the best token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def _pick(logits, temperature, top_k, top_p, greedy, generator):
+    if greedy:
+        return torch.argmax(logits, dim=-1, keepdim=True)                   # (B, 1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator)     # (B, 1)
 
 
 @torch.no_grad()
 def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, vocab_size: int | None = None, seed: int | None = None) -> torch.Tensor:
-    """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens)."""
+             top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+             stop_token: int | None = None, use_cache: bool = False, vocab_size: int | None = None,
+             seed: int | None = None) -> torch.Tensor:
+    """Extend idx (B, T) by up to max_new_tokens tokens -> (B, T + new).
+
+    stop_token: stop once every row has produced it (e.g. GPT-2's <|endoftext|>).
+    use_cache: reuse keys/values (models with .new_cache()). Identical to the uncached result
+    while the text fits the context; once it is full, the cache restarts from the last half
+    context (the uncached path slides by one token instead, so long outputs may differ).
+    """
     vocab_size = vocab_size or getattr(model, "vocab_size", None)
     if vocab_size is None:
         raise SamplingError("Pass vocab_size= (the model does not expose .vocab_size).")
-    check_sampling(temperature, top_k, vocab_size, max_new_tokens)
+    check_sampling(temperature, top_k, vocab_size, max_new_tokens, top_p)
     if idx.dim() != 2 or idx.size(1) < 1:
         raise SamplingError(f"idx must have shape (batch, at least 1 token), got {tuple(idx.shape)}.")
-    block_size = getattr(model, "block_size", None)  # None: no context limit (e.g. the bigram)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=idx.device).manual_seed(seed)
+    block_size = getattr(model, "block_size", None)  # None: no context limit (e.g. an RNN)
+    if block_size is not None and block_size > 1 and idx.size(1) > block_size:
+        warnings.warn(f"The prompt has {idx.size(1)} tokens but the model sees at most {block_size}; "
+                      f"only the last {block_size} are used.", stacklevel=2)
+    if use_cache and not hasattr(model, "new_cache"):
+        raise SamplingError(f"{type(model).__name__} has no KV cache; call generate(..., use_cache=False).")
+    generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
     was_training = model.training
     model.eval()
+    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    cache = None
     for _ in range(max_new_tokens):
-        context = idx if block_size is None else idx[:, -block_size:]  # crop to what the model can see
-        logits = model(context)[:, -1, :]                                 # (B, V)
-        probs = next_token_probs(logits, temperature, top_k)
-        next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+        if use_cache:
+            if cache is None or cache.length >= block_size:
+                # (re)fill the cache with the most recent context, then feed one token at a time
+                keep = block_size if cache is None else max(1, block_size // 2)
+                cache = model.new_cache()
+                logits = model(idx[:, -keep:], cache)[:, -1, :]
+            else:
+                logits = model(idx[:, -1:], cache)[:, -1, :]                # (B, V)
+        else:
+            context = idx if block_size is None else idx[:, -block_size:]  # crop to what the model sees
+            logits = model(context)[:, -1, :]                               # (B, V)
+        next_id = _pick(logits, temperature, top_k, top_p, greedy, generator)
         idx = torch.cat([idx, next_id], dim=1)
+        if stop_token is not None:
+            finished |= next_id.squeeze(1) == stop_token
+            if finished.all():
+                break
     model.train(was_training)
     return idx
 
 
 def sample_text(model: torch.nn.Module, tokenizer, prompt: str = "\n", max_new_tokens: int = 200,
                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
-                device: torch.device | str = "cpu") -> str:
+                device: torch.device | str = "cpu", top_p: float | None = None, greedy: bool = False,
+                use_cache: bool = False, stop_token: int | None = None) -> str:
     """Prompt in, prompt + continuation out. Unknown prompt characters raise a clear error."""
     if not prompt:
         raise SamplingError("The prompt is empty: give at least one character, e.g. '\\n'.")
     ids = tokenizer.encode(prompt)  # strict: names any character the model has never seen
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    out = generate(model, idx, max_new_tokens, temperature, top_k, vocab_size=tokenizer.vocab_size, seed=seed)
+    out = generate(model, idx, max_new_tokens, temperature, top_k, top_p, greedy, stop_token, use_cache,
+                   vocab_size=tokenizer.vocab_size, seed=seed)
     return tokenizer.decode(out[0].tolist())

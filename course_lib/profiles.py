@@ -73,6 +73,31 @@ SETTINGS: dict[str, dict[str, dict]] = {
                     eval_interval=500, eval_iters=200, learning_rate=3e-4, dropout=0.2,
                     sample_chars=1500, compare_iters=5000),
     },
+    # 09: word-level LSTM. gpu = the original full size of the projects this milestone reproduces
+    # (2 x 1024 units, dropout 0.65, 50 epochs); cpu keeps the architecture but shrinks it.
+    "lstm": {
+        "smoke": dict(emb_size=32, hidden_size=32, n_layers=2, dropout=0.2, embed_dropout=0.05,
+                      tie_weights=True, batch_size=8, bptt=16, max_epochs=1, patience=2,
+                      learning_rate=3e-3, grad_clip=0.25, min_freq=3, sample_words=40,
+                      ablation_epochs=1),
+        "cpu": dict(emb_size=256, hidden_size=256, n_layers=2, dropout=0.4, embed_dropout=0.1,
+                    tie_weights=True, batch_size=32, bptt=35, max_epochs=20, patience=3,
+                    learning_rate=2e-3, grad_clip=0.25, min_freq=3, sample_words=120,
+                    ablation_epochs=6),
+        "gpu": dict(emb_size=1024, hidden_size=1024, n_layers=2, dropout=0.65, embed_dropout=0.1,
+                    tie_weights=True, batch_size=20, bptt=35, max_epochs=50, patience=5,
+                    learning_rate=1e-3, grad_clip=0.25, min_freq=3, sample_words=200,
+                    ablation_epochs=15),
+    },
+    # 10: GPT-2 with its BPE tokenizer. gpu = the real 124M preset at context 1024.
+    "gpt2": {
+        "smoke": dict(preset="gpt2-course-tiny", block_size=32, batch_size=4, max_iters=20, eval_interval=10,
+                      eval_iters=2, learning_rate=3e-3, dropout=0.0, stride=32, sample_tokens=40),
+        "cpu": dict(preset="gpt2-course-small", block_size=128, batch_size=8, max_iters=800, eval_interval=100,
+                    eval_iters=10, learning_rate=1e-3, dropout=0.1, stride=128, sample_tokens=120),
+        "gpu": dict(preset="gpt2", block_size=1024, batch_size=8, max_iters=1000, eval_interval=100,
+                    eval_iters=20, learning_rate=3e-4, dropout=0.1, stride=1024, sample_tokens=256),
+    },
 }
 
 

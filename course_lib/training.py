@@ -6,6 +6,7 @@ The loss is computed here, not inside the model, so every model is trained the s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -112,7 +113,8 @@ class History:
 def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig,
           device: torch.device | str = "cpu", generator: torch.Generator | None = None,
           optimizer: torch.optim.Optimizer | None = None, progress: bool = True) -> History:
-    """Train with AdamW on random blocks; evaluate on fixed batches every `eval_interval` steps.
+    """Train with AdamW on random blocks (or the batches of a DataLoader); evaluate on fixed
+    batches every `eval_interval` steps.
 
     Returns the loss history. Stops with TrainingDivergedError if the loss becomes NaN/inf.
     """
@@ -130,9 +132,16 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                       weight_decay=config.weight_decay)
+    # train_data is a 1-D token tensor (random blocks are cut from it) or a DataLoader of (x, y).
+    loader = train_data if isinstance(train_data, torch.utils.data.DataLoader) else None
+    if loader is not None:
+        train_tokens = loader.dataset.data
+        batches = _cycle(loader)
+    else:
+        train_tokens = train_data
     # Built once: the same batches at every evaluation make the curve comparable point to point.
     eval_sets = {
-        "train": fixed_batches(train_data, config.eval_iters, config.batch_size, config.block_size, device, seed=1),
+        "train": fixed_batches(train_tokens, config.eval_iters, config.batch_size, config.block_size, device, seed=1),
         "val": fixed_batches(val_data, config.eval_iters, config.batch_size, config.block_size, device, seed=2),
     }
     history = History()
@@ -148,7 +157,10 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
         if step % config.eval_interval == 0:
             log_eval(step)
             bar.set_postfix(train=f"{history.train_loss[-1]:.3f}", val=f"{history.val_loss[-1]:.3f}")
-        x, y = get_batch(train_data, config.batch_size, config.block_size, device, generator)
+        if loader is not None:
+            x, y = (t.to(device, non_blocking=True) for t in next(batches))
+        else:
+            x, y = get_batch(train_data, config.batch_size, config.block_size, device, generator)
         loss = lm_loss(model(x), y)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -170,15 +182,31 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
     return history
 
 
+def _cycle(loader):
+    """Endless batches from a DataLoader: a new shuffled pass (epoch) whenever one ends."""
+    while True:
+        yield from loader
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict | None = None) -> Path:
-    """Write weights + metadata atomically: a crash mid-write never leaves a half file behind."""
+    """Write weights + metadata atomically: a crash mid-write never leaves a half file behind.
+
+    Next to `name.pt` (weights, large, git-ignored) goes `name.json` (the metadata, small,
+    committed): the checkpoint registry that notebook 12, the generator CLI and the web app read.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "meta": meta or {}}
+    meta = dict(meta or {})
+    meta.setdefault("parameters", sum(p.numel() for p in model.parameters()))
+    meta.setdefault("saved_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+    sidecar = path.with_suffix(".json")
+    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_json.write_text(json.dumps({"weights": path.name, **meta}, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp_json, sidecar)
     return path
 
 

@@ -58,16 +58,24 @@ class CausalSelfAttention(nn.Module):
         scores = scores.masked_fill(~self.mask[:T, :T], float("-inf"))      # no peeking ahead
         return F.softmax(scores, dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
+        q, k, v = self.split_heads(x)                                       # 3 x (B, H, T, D)
+        past = 0
+        if cache is not None:
+            # Generation: keys/values of earlier tokens are kept, so only the new tokens are computed.
+            k, v, past = cache.extend(layer, k, v)                          # (B, H, past + T, D)
         if self.impl == "manual":
-            _, _, v = self.split_heads(x)
-            att = self.attn_dropout(self.attention_weights(x))             # (B, H, T, T)
-            y = att @ v                                                     # (B, H, T, D)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)   # (B, H, T, past + T)
+            scores = scores.masked_fill(~self.mask[past:past + T, :past + T], float("-inf"))
+            y = self.attn_dropout(F.softmax(scores, dim=-1)) @ v            # (B, H, T, D)
         else:
-            q, k, v = self.split_heads(x)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            dropout_p = self.dropout if self.training else 0.0
+            if past == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+            else:  # the new queries sit at positions past..past+T-1 and may see every key up to themselves
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask[past:past + T, :past + T],
+                                                   dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)                    # heads side by side
         return self.resid_dropout(self.proj(y))
 
@@ -82,3 +90,29 @@ class CausalSelfAttention(nn.Module):
             for h, head in enumerate(heads):
                 rows = slice(part * C + h * self.head_size, part * C + (h + 1) * self.head_size)
                 self.qkv.weight[rows] = getattr(head, name).weight
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens processed so far (one entry per layer).
+
+    Without a cache, generating token t recomputes attention inputs for all t previous tokens;
+    with it, each step computes them for the one new token and reuses the rest: O(T) instead of
+    O(T^2) work for a sequence.
+    """
+
+    def __init__(self, n_layer: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        return 0 if self.layers[0] is None else self.layers[0][0].size(2)
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Append this step's (B, H, T, D) keys/values; return all of them and the old length."""
+        past = 0
+        if self.layers[layer] is not None:
+            old_k, old_v = self.layers[layer]
+            past = old_k.size(2)
+            k, v = torch.cat([old_k, k], dim=2), torch.cat([old_v, v], dim=2)
+        self.layers[layer] = (k, v)
+        return k, v, past

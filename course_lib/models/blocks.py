@@ -40,11 +40,11 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(n_embd, bias=bias) if layernorm and ffn else nn.Identity()
         self.ffn = FeedForward(n_embd, dropout, bias) if ffn else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         if self.residual:
-            x = x + self.attn(self.ln1(x))
+            x = x + self.attn(self.ln1(x), cache, layer)
             if self.ffn is not None:
                 x = x + self.ffn(self.ln2(x))
             return x
-        x = self.attn(self.ln1(x))
+        x = self.attn(self.ln1(x), cache, layer)
         return self.ffn(self.ln2(x)) if self.ffn is not None else x

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .attention import KVCache
 from .blocks import Block
 
 
@@ -70,15 +71,19 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # tied weights are counted once
         return n if include_position else n - self.pos_emb.weight.numel()
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.shape
-        if T > self.block_size:
-            raise ValueError(f"Sequence length {T} exceeds the model's block_size {self.block_size}; "
+        start = cache.length if cache is not None else 0  # position of the first new token
+        if start + T > self.block_size:
+            raise ValueError(f"Sequence length {start + T} exceeds the model's block_size {self.block_size}; "
                              "crop the input to the last block_size tokens (generate() does this).")
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(self.positions[:T]))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(self.positions[start:start + T]))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
         return self.lm_head(self.ln_f(x))                                     # (B, T, V)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.blocks))
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,299 @@
+"""Batching, training, evaluation and sampling for recurrent language models (notebook 09).
+
+A transformer reads a fixed block and forgets it; a recurrent model reads the text in order and
+carries a hidden state from each window into the next. So batches are not random blocks:
+
+    stream  [w0 w1 w2 ... w(N-1)]
+    batchify(stream, B) -> (B, L): row b is the b-th contiguous stretch of the stream
+    bptt_windows(data, T) -> (x, y) windows walking left to right, each (B, <=T), y = x shifted by one
+
+Row b of window k+1 continues exactly where row b of window k stopped, so the hidden state
+computed on window k is the right starting state for window k+1. Training carries it over but
+**detaches** it (truncated backpropagation through time): the values flow on, the gradients stop
+at the window boundary, and the cost of a step never grows with the length of the text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .models.lstm import detach_hidden
+from .training import EvalResult, TrainingDivergedError, lm_loss, save_checkpoint
+from .words import Vocab, tokenize_lines
+
+
+# ----------------------------------------------------------------------------- batching
+
+def batchify(ids, batch_size: int) -> torch.Tensor:
+    """Lay a 1-D stream of N ids out as batch_size parallel rows: (batch_size, N // batch_size).
+
+    The last N % batch_size ids do not fill a row and are dropped.
+    """
+    data = torch.as_tensor(ids, dtype=torch.long)
+    if data.dim() != 1:
+        raise ValueError(f"batchify expects a 1-D stream of ids, got shape {tuple(data.shape)}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    length = len(data) // batch_size
+    if length < 2:
+        raise ValueError(f"A stream of {len(data)} ids is too short for batch_size={batch_size}: each row "
+                         "needs at least 2 ids (one input, one target). Use a smaller batch_size.")
+    return data[:length * batch_size].view(batch_size, length)  # row b = ids [b*L, (b+1)*L)
+
+
+def bptt_windows(data: torch.Tensor, bptt: int):
+    """Yield (x, y), each (B, T) with T <= bptt, walking along the rows of `data` (B, L).
+
+    Together the windows predict every id of every row except the row's first: the x's
+    concatenate to data[:, :-1] and the y's to data[:, 1:]. The last window may be shorter.
+    """
+    if data.dim() != 2:
+        raise ValueError(f"bptt_windows expects batchified data (B, L), got shape {tuple(data.shape)}.")
+    if isinstance(bptt, bool) or not isinstance(bptt, int) or bptt < 1:
+        raise ValueError(f"bptt must be a positive integer, got {bptt!r}.")
+    n_targets = data.size(1) - 1
+    for start in range(0, n_targets, bptt):
+        T = min(bptt, n_targets - start)
+        yield data[:, start:start + T], data[:, start + 1:start + 1 + T]
+
+
+def num_windows(data: torch.Tensor, bptt: int) -> int:
+    return math.ceil((data.size(1) - 1) / bptt)
+
+
+def autograd_graph_size(tensor: torch.Tensor) -> int:
+    """How many autograd nodes backward() would visit from `tensor` (0 for a detached tensor).
+
+    A diagnostic for truncated BPTT: with the hidden state detached between windows this number
+    is the same for every window; without, it grows with every window already processed.
+    """
+    seen, stack = set(), [tensor.grad_fn] if tensor.grad_fn is not None else []
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None and nxt not in seen)
+    return len(seen)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate_recurrent(model: torch.nn.Module, data, bptt: int, batch_size: int = 1,
+                       n_chars: int | None = None) -> EvalResult:
+    """Score a split: mean negative log-likelihood per predicted token (nats), in eval mode.
+
+    data: the split's 1-D stream of ids. With batch_size=1 the hidden state runs through the
+    whole split and every id except the first is predicted once, so the summed loss is the
+    split's total NLL. A larger batch_size is faster but each row starts from a zero state and
+    up to batch_size - 1 trailing ids are dropped.
+    n_chars: the number of characters of the split's text. Then bits_per_char is the total NLL
+    in bits divided by the number of characters (comparable with character-level models).
+    """
+    rows = batchify(data, batch_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    hidden = model.init_hidden(batch_size, device)
+    total_nll, n_tokens = 0.0, 0
+    for x, y in bptt_windows(rows, bptt):
+        x, y = x.to(device), y.to(device)
+        logits, hidden = model(x, hidden)
+        total_nll += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                     reduction="sum").item()
+        n_tokens += y.numel()
+    model.train(was_training)
+    chars_per_token = n_chars / n_tokens if n_chars else 1.0
+    return EvalResult(loss=total_nll / n_tokens, n_tokens=n_tokens, chars_per_token=chars_per_token)
+
+
+# ----------------------------------------------------------------------------- training
+
+@dataclass
+class RecurrentTrainConfig:
+    max_epochs: int = 10
+    batch_size: int = 20
+    bptt: int = 35                  # window length: how far back gradients reach
+    learning_rate: float = 1e-3     # Adam
+    weight_decay: float = 0.0
+    grad_clip: float | None = 0.25  # max global gradient norm; None or 0 turns clipping off
+    patience: int = 3               # stop after this many epochs without a better val loss
+    lr_factor: float = 0.5          # ReduceLROnPlateau: multiply the lr by this ...
+    lr_patience: int = 0            # ... after this many epochs without improvement
+    eval_batch_size: int = 1        # 1 scores every val token with a state that saw all before it
+    checkpoint_path: str | None = None  # also write the best model here (course_lib checkpoint)
+    seed: int = 1337                # seeds torch's RNG (dropout masks) at the start of training
+
+    @classmethod
+    def from_settings(cls, cfg, **extra) -> "RecurrentTrainConfig":
+        """Pick the fields this config knows from a profile's Settings (or a dict)."""
+        values = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
+        values.update(extra)
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def validate(self) -> None:
+        for name in ("max_epochs", "batch_size", "bptt", "patience", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if not 0 < self.lr_factor <= 1:
+            raise ValueError(f"lr_factor must be in (0, 1], got {self.lr_factor}.")
+
+
+@dataclass
+class RecurrentHistory:
+    epochs: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)      # mean over the epoch, dropout on
+    val_loss: list[float] = field(default_factory=list)        # after the epoch, eval mode
+    val_perplexity: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)              # the lr the epoch was trained with
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def tbptt_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hidden,
+               optimizer: torch.optim.Optimizer, grad_clip: float | None = None):
+    """One truncated-BPTT update on window (x, y), starting from the previous window's state.
+
+    Returns (loss as a float, the new hidden state). The incoming state is detached first, so
+    backward() stops at the start of this window.
+    """
+    hidden = detach_hidden(hidden)
+    logits, hidden = model(x, hidden)
+    loss = lm_loss(logits, y)
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"The loss became {loss.item()}. Training diverged: lower the learning rate "
+            "or keep gradient clipping on (grad_clip=0.25).")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        # LSTMs are prone to rare, huge gradients ("exploding gradients"); clipping the global
+        # norm keeps one bad window from wrecking the weights.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item(), hidden
+
+
+def train_recurrent(model: torch.nn.Module, train_data, val_data, config: RecurrentTrainConfig,
+                    device: torch.device | str = "cpu", progress: bool = True) -> RecurrentHistory:
+    """Train epoch by epoch with truncated BPTT, Adam and ReduceLROnPlateau; stop early when the
+    validation loss has not improved for `config.patience` epochs; restore the best weights.
+
+    train_data, val_data: 1-D streams of token ids. Returns the per-epoch history.
+    """
+    config.validate()
+    device = torch.device(device)
+    model.to(device)
+    torch.manual_seed(config.seed)  # dropout masks: the same run every time
+    train_rows = batchify(train_data, config.batch_size).to(device)   # (B, L)
+    n_win = num_windows(train_rows, config.bptt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
+                                 weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.lr_factor,
+                                                           patience=config.lr_patience)
+    history = RecurrentHistory()
+    best_state = None
+    epochs_without_gain = 0
+    start = time.perf_counter()
+    bar = tqdm(total=config.max_epochs * n_win, desc="training", disable=not progress, mininterval=1.0)
+    for epoch in range(1, config.max_epochs + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        hidden = model.init_hidden(config.batch_size, device)  # zero state at the start of the text
+        total, count = 0.0, 0
+        for x, y in bptt_windows(train_rows, config.bptt):
+            loss, hidden = tbptt_step(model, x, y, hidden, optimizer, config.grad_clip)
+            total += loss * y.numel()
+            count += y.numel()
+            bar.update(1)
+        val = evaluate_recurrent(model, val_data, config.bptt, config.eval_batch_size)
+        scheduler.step(val.loss)
+        history.epochs.append(epoch)
+        history.train_loss.append(total / count)
+        history.val_loss.append(val.loss)
+        history.val_perplexity.append(val.perplexity)
+        history.lr.append(lr)
+        history.epoch_seconds.append(time.perf_counter() - t0)
+        if val.loss < history.best_val_loss:
+            history.best_val_loss, history.best_epoch = val.loss, epoch
+            # a copy on the CPU: later epochs change the model's own tensors in place
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            epochs_without_gain = 0
+            if config.checkpoint_path:
+                save_checkpoint(config.checkpoint_path, model,
+                                meta={"train_config": asdict(config), "epoch": epoch, "val_loss": val.loss})
+        else:
+            epochs_without_gain += 1
+        bar.set_postfix(epoch=epoch, train=f"{total / count:.3f}", val_ppl=f"{val.perplexity:.1f}")
+        if epochs_without_gain >= config.patience:
+            history.stopped_early = epoch < config.max_epochs
+            break
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    n_trained = len(history.epochs) * train_rows.size(0) * (train_rows.size(1) - 1)
+    history.tokens_per_second = n_trained / max(history.seconds, 1e-9)
+    if best_state is not None:
+        model.load_state_dict(best_state)  # the best epoch's weights, not the last epoch's
+    return history
+
+
+# ----------------------------------------------------------------------------- sampling
+
+@torch.no_grad()
+def generate_word_ids(model: torch.nn.Module, vocab: Vocab, prompt: str, n_words: int,
+                      temperature: float = 1.0, seed: int | None = None) -> list[int]:
+    """Sample n_words ids after the prompt (the prompt's ids are not included).
+
+    Prompt words outside the vocabulary are fed to the model as `<unk>`; the model itself is
+    never allowed to emit `<unk>` (its logit is set to -inf before sampling).
+    """
+    if isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 1:
+        raise ValueError(f"n_words must be a positive integer, got {n_words!r}.")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}. Use e.g. 0.7 for safer text, "
+                         "1.0 for the model's own distribution, above 1 for wilder text.")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
+    prompt_ids = vocab.encode(tokenize_lines(prompt))
+    if not prompt_ids:
+        raise ValueError("The prompt has no tokens: give at least one word or a newline ('\\n').")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    was_training = model.training
+    model.eval()
+    logits, hidden = model(torch.tensor([prompt_ids], device=device))   # read the whole prompt
+    out = []
+    for _ in range(n_words):
+        last = logits[0, -1].float() / temperature                      # (V,)
+        last[vocab.unk_id] = float("-inf")                               # never write <unk>
+        next_id = torch.multinomial(torch.softmax(last, dim=-1), 1, generator=generator)  # (1,)
+        out.append(int(next_id))
+        logits, hidden = model(next_id.view(1, 1), hidden)               # one step, state carried
+    model.train(was_training)
+    return out
+
+
+def generate_words(model: torch.nn.Module, vocab: Vocab, prompt: str = "\n", n_words: int = 100,
+                   temperature: float = 1.0, seed: int | None = None) -> str:
+    """The prompt as typed, followed by n_words sampled words (newlines where `<eol>` was sampled)."""
+    continuation = vocab.decode(generate_word_ids(model, vocab, prompt, n_words, temperature, seed))
+    glue = "" if prompt.endswith(("\n", " ")) or continuation.startswith("\n") else " "
+    return prompt + glue + continuation
