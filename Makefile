@@ -24,12 +24,13 @@ BPE_FILE := data/.cache/tokenizers/gpt2.tiktoken
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: setup course test unit notebooks-test lab clean help
+.PHONY: setup course test lab app clean help
 
 help:
 	@echo "make course    run the whole course (PROFILE=$(PROFILE)); outputs/ gets samples + results"
 	@echo "make test      unit tests + all notebooks in the smoke profile (offline)"
 	@echo "make lab       open JupyterLab on notebooks/"
+	@echo "make app       serve the text-generation web app on http://127.0.0.1:8000 (after make course)"
 	@echo "make setup     (re)create $(VENV); runs by itself when pyproject.toml or environment.yml change"
 	@echo "make clean     remove $(VENV) and caches (keeps outputs/)"
 
@@ -70,6 +71,9 @@ test: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
+
+app: setup
+	$(BIN)/python -m course_lib.app --port $(or $(PORT),8000)
 
 clean:
 	rm -rf $(VENV) .pytest_cache data/.cache

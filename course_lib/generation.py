@@ -62,6 +62,52 @@ def _pick(logits, temperature, top_k, top_p, greedy, generator):
 
 
 @torch.no_grad()
+def iter_generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+                  stop_token: int | None = None, use_cache: bool = False, vocab_size: int | None = None,
+                  seed: int | None = None):
+    """Like generate(), but yields each new (B, 1) token as soon as it exists (for streaming)."""
+    vocab_size = vocab_size or getattr(model, "vocab_size", None)
+    if vocab_size is None:
+        raise SamplingError("Pass vocab_size= (the model does not expose .vocab_size).")
+    check_sampling(temperature, top_k, vocab_size, max_new_tokens, top_p)
+    if idx.dim() != 2 or idx.size(1) < 1:
+        raise SamplingError(f"idx must have shape (batch, at least 1 token), got {tuple(idx.shape)}.")
+    block_size = getattr(model, "block_size", None)  # None: no context limit (e.g. an RNN)
+    if block_size is not None and block_size > 1 and idx.size(1) > block_size:
+        warnings.warn(f"The prompt has {idx.size(1)} tokens but the model sees at most {block_size}; "
+                      f"only the last {block_size} are used.", stacklevel=3)
+    if use_cache and not hasattr(model, "new_cache"):
+        raise SamplingError(f"{type(model).__name__} has no KV cache; call generate(..., use_cache=False).")
+    generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
+    was_training = model.training
+    model.eval()
+    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    cache = None
+    try:
+        for _ in range(max_new_tokens):
+            if use_cache:
+                if cache is None or cache.length >= block_size:
+                    # (re)fill the cache with the most recent context, then feed one token at a time
+                    keep = block_size if cache is None else max(1, block_size // 2)
+                    cache = model.new_cache()
+                    logits = model(idx[:, -keep:], cache)[:, -1, :]
+                else:
+                    logits = model(idx[:, -1:], cache)[:, -1, :]            # (B, V)
+            else:
+                context = idx if block_size is None else idx[:, -block_size:]  # what the model can see
+                logits = model(context)[:, -1, :]                           # (B, V)
+            next_id = _pick(logits, temperature, top_k, top_p, greedy, generator)
+            idx = torch.cat([idx, next_id], dim=1)
+            yield next_id
+            if stop_token is not None:
+                finished |= next_id.squeeze(1) == stop_token
+                if finished.all():
+                    break
+    finally:
+        model.train(was_training)
+
+
 def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
              stop_token: int | None = None, use_cache: bool = False, vocab_size: int | None = None,
@@ -73,43 +119,9 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, tem
     while the text fits the context; once it is full, the cache restarts from the last half
     context (the uncached path slides by one token instead, so long outputs may differ).
     """
-    vocab_size = vocab_size or getattr(model, "vocab_size", None)
-    if vocab_size is None:
-        raise SamplingError("Pass vocab_size= (the model does not expose .vocab_size).")
-    check_sampling(temperature, top_k, vocab_size, max_new_tokens, top_p)
-    if idx.dim() != 2 or idx.size(1) < 1:
-        raise SamplingError(f"idx must have shape (batch, at least 1 token), got {tuple(idx.shape)}.")
-    block_size = getattr(model, "block_size", None)  # None: no context limit (e.g. an RNN)
-    if block_size is not None and block_size > 1 and idx.size(1) > block_size:
-        warnings.warn(f"The prompt has {idx.size(1)} tokens but the model sees at most {block_size}; "
-                      f"only the last {block_size} are used.", stacklevel=2)
-    if use_cache and not hasattr(model, "new_cache"):
-        raise SamplingError(f"{type(model).__name__} has no KV cache; call generate(..., use_cache=False).")
-    generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
-    was_training = model.training
-    model.eval()
-    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-    cache = None
-    for _ in range(max_new_tokens):
-        if use_cache:
-            if cache is None or cache.length >= block_size:
-                # (re)fill the cache with the most recent context, then feed one token at a time
-                keep = block_size if cache is None else max(1, block_size // 2)
-                cache = model.new_cache()
-                logits = model(idx[:, -keep:], cache)[:, -1, :]
-            else:
-                logits = model(idx[:, -1:], cache)[:, -1, :]                # (B, V)
-        else:
-            context = idx if block_size is None else idx[:, -block_size:]  # crop to what the model sees
-            logits = model(context)[:, -1, :]                               # (B, V)
-        next_id = _pick(logits, temperature, top_k, top_p, greedy, generator)
-        idx = torch.cat([idx, next_id], dim=1)
-        if stop_token is not None:
-            finished |= next_id.squeeze(1) == stop_token
-            if finished.all():
-                break
-    model.train(was_training)
-    return idx
+    new = list(iter_generate(model, idx, max_new_tokens, temperature, top_k, top_p, greedy, stop_token,
+                             use_cache, vocab_size, seed))
+    return torch.cat([idx, *new], dim=1)
 
 
 def sample_text(model: torch.nn.Module, tokenizer, prompt: str = "\n", max_new_tokens: int = 200,

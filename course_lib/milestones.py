@@ -44,6 +44,8 @@ def format_header(n: int, title: str, run_info: dict, metrics: dict, sampling: d
     lines = [f"Milestone {n}: {title}", "=" * (len(title) + 13)]
     fields = {**run_info, **extra}
     for key, value in fields.items():
+        if isinstance(value, (dict, list)):
+            continue  # tables and nested data live in results.json, not in the header
         lines.append(f"{key:>16}: {value}")
     for key, value in metrics.items():
         lines.append(f"{key:>16}: {value}")

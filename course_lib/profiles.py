@@ -28,8 +28,8 @@ PROFILE_NAMES = ("smoke", "cpu", "gpu")
 _CHAR_STEPS = {
     "smoke": dict(batch_size=4, block_size=16, n_embd=16, n_head=2, n_layer=2, max_iters=40,
                   eval_interval=20, eval_iters=2, learning_rate=3e-3, dropout=0.0),
-    "cpu": dict(batch_size=16, block_size=64, n_embd=64, n_head=4, n_layer=4, max_iters=2000,
-                eval_interval=250, eval_iters=20, learning_rate=2e-3, dropout=0.0),
+    "cpu": dict(batch_size=16, block_size=64, n_embd=64, n_head=4, n_layer=4, max_iters=3000,
+                eval_interval=250, eval_iters=20, learning_rate=3e-3, dropout=0.0),
     "gpu": dict(batch_size=64, block_size=256, n_embd=384, n_head=6, n_layer=6, max_iters=3000,
                 eval_interval=500, eval_iters=50, learning_rate=1e-3, dropout=0.0),
 }
@@ -93,10 +93,30 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "gpt2": {
         "smoke": dict(preset="gpt2-course-tiny", block_size=32, batch_size=4, max_iters=20, eval_interval=10,
                       eval_iters=2, learning_rate=3e-3, dropout=0.0, stride=32, sample_tokens=40),
-        "cpu": dict(preset="gpt2-course-small", block_size=128, batch_size=8, max_iters=800, eval_interval=100,
-                    eval_iters=10, learning_rate=1e-3, dropout=0.1, stride=128, sample_tokens=120),
+        # The 50,257-way output layer dominates on a CPU: 4 x 128 tokens per step keeps notebook 10
+        # near five minutes of training on 2 cores.
+        "cpu": dict(preset="gpt2-course-small", block_size=128, batch_size=4, max_iters=500, eval_interval=100,
+                    eval_iters=8, learning_rate=1e-3, dropout=0.1, stride=128, sample_tokens=120),
         "gpu": dict(preset="gpt2", block_size=1024, batch_size=8, max_iters=1000, eval_interval=100,
                     eval_iters=20, learning_rate=3e-4, dropout=0.1, stride=1024, sample_tokens=256),
+    },
+    # 11: fine-tuning notebook 10's checkpoint on the three task tables.
+    # eval_limit: test examples per task to score (None = all); base_iters: the tiny base model
+    # trained on the spot when notebook 10's checkpoint is missing (smoke profile only).
+    "finetune": {
+        "smoke": dict(max_steps=12, batch_size=4, learning_rate=1e-3, warmup_steps=2, eval_limit=6,
+                      base_iters=20, sample_examples=2),
+        "cpu": dict(max_steps=400, batch_size=8, learning_rate=5e-4, warmup_steps=40, eval_limit=None,
+                    base_iters=0, sample_examples=4),
+        "gpu": dict(max_steps=1500, batch_size=16, learning_rate=1e-4, warmup_steps=100, eval_limit=None,
+                    base_iters=0, sample_examples=6),
+    },
+    # 12: every checkpoint on the same test text. test_chars: how much of the test split to score
+    # (None = all of it).
+    "comparison": {
+        "smoke": dict(test_chars=2000, sample_tokens=40, temperature=0.8),
+        "cpu": dict(test_chars=None, sample_tokens=300, temperature=0.8),
+        "gpu": dict(test_chars=None, sample_tokens=400, temperature=0.8),
     },
 }
 
@@ -187,8 +207,14 @@ def setup_notebook(notebook: str, profile: str = "auto", corpus: str = "bundled"
     cfg = settings_for(notebook, chosen)
     dev = pick_device(params["device"])
     if dev.type == "cpu":
-        # Use every core for matmuls; torch's default is sometimes lower inside containers.
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        # cpu/gpu sizes: use every core for matmuls (torch's default is sometimes lower inside
+        # containers). smoke: the models are so small that threads cost more than they save.
+        # An explicit OMP_NUM_THREADS (e.g. on a shared machine) always wins.
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
+        else:
+            torch.set_num_threads(1 if chosen == "smoke" else max(1, os.cpu_count() or 1))
     generator = seed_everything(params["seed"])
     out = resolve_output_dir(params["output_dir"])
     run = NotebookRun(notebook=notebook, profile=chosen, cfg=cfg, corpus=params["corpus"],

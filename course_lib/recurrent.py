@@ -86,14 +86,16 @@ def autograd_graph_size(tensor: torch.Tensor) -> int:
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def evaluate_recurrent(model: torch.nn.Module, data, bptt: int, batch_size: int = 1,
+def evaluate_recurrent(model: torch.nn.Module, data, bptt: int = 256, batch_size: int = 1,
                        n_chars: int | None = None) -> EvalResult:
     """Score a split: mean negative log-likelihood per predicted token (nats), in eval mode.
 
-    data: the split's 1-D stream of ids. With batch_size=1 the hidden state runs through the
-    whole split and every id except the first is predicted once, so the summed loss is the
-    split's total NLL. A larger batch_size is faster but each row starts from a zero state and
-    up to batch_size - 1 trailing ids are dropped.
+    data: the split's 1-D stream of ids.
+    bptt: tokens per forward call. The state is carried from call to call, so the result does not
+    depend on it (up to rounding); long windows just mean fewer calls.
+    batch_size: with 1, the hidden state runs through the whole split and every id except the
+    first is predicted once, so the summed loss is the split's total NLL. A larger batch_size is
+    faster, but each row starts from a zero state and up to batch_size - 1 trailing ids are dropped.
     n_chars: the number of characters of the split's text. Then bits_per_char is the total NLL
     in bits divided by the number of characters (comparable with character-level models).
     """
@@ -128,6 +130,8 @@ class RecurrentTrainConfig:
     lr_factor: float = 0.5          # ReduceLROnPlateau: multiply the lr by this ...
     lr_patience: int = 0            # ... after this many epochs without improvement
     eval_batch_size: int = 1        # 1 scores every val token with a state that saw all before it
+    eval_bptt: int = 256            # tokens per forward call when scoring (does not change the result)
+    max_windows: int | None = None  # stop each epoch after this many windows (quick smoke runs only)
     checkpoint_path: str | None = None  # also write the best model here (course_lib checkpoint)
     seed: int = 1337                # seeds torch's RNG (dropout masks) at the start of training
 
@@ -139,10 +143,13 @@ class RecurrentTrainConfig:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
     def validate(self) -> None:
-        for name in ("max_epochs", "batch_size", "bptt", "patience", "eval_batch_size"):
+        for name in ("max_epochs", "batch_size", "bptt", "patience", "eval_batch_size", "eval_bptt"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.max_windows is not None and (not isinstance(self.max_windows, int) or self.max_windows < 1):
+            raise ValueError(f"max_windows must be None (whole epochs) or a positive integer, "
+                             f"got {self.max_windows!r}.")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 < self.lr_factor <= 1:
@@ -204,13 +211,15 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
     torch.manual_seed(config.seed)  # dropout masks: the same run every time
     train_rows = batchify(train_data, config.batch_size).to(device)   # (B, L)
     n_win = num_windows(train_rows, config.bptt)
+    if config.max_windows is not None:
+        n_win = min(n_win, config.max_windows)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.lr_factor,
                                                            patience=config.lr_patience)
     history = RecurrentHistory()
     best_state = None
-    epochs_without_gain = 0
+    epochs_without_gain, n_trained = 0, 0
     start = time.perf_counter()
     bar = tqdm(total=config.max_epochs * n_win, desc="training", disable=not progress, mininterval=1.0)
     for epoch in range(1, config.max_epochs + 1):
@@ -219,12 +228,13 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
         model.train()
         hidden = model.init_hidden(config.batch_size, device)  # zero state at the start of the text
         total, count = 0.0, 0
-        for x, y in bptt_windows(train_rows, config.bptt):
+        for _, (x, y) in zip(range(n_win), bptt_windows(train_rows, config.bptt)):
             loss, hidden = tbptt_step(model, x, y, hidden, optimizer, config.grad_clip)
             total += loss * y.numel()
             count += y.numel()
+            n_trained += y.numel()
             bar.update(1)
-        val = evaluate_recurrent(model, val_data, config.bptt, config.eval_batch_size)
+        val = evaluate_recurrent(model, val_data, config.eval_bptt, config.eval_batch_size)
         scheduler.step(val.loss)
         history.epochs.append(epoch)
         history.train_loss.append(total / count)
@@ -238,8 +248,10 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             epochs_without_gain = 0
             if config.checkpoint_path:
-                save_checkpoint(config.checkpoint_path, model,
-                                meta={"train_config": asdict(config), "epoch": epoch, "val_loss": val.loss})
+                meta = {"train_config": asdict(config), "epoch": epoch, "val_loss": val.loss}
+                if hasattr(getattr(model, "config", None), "as_dict"):
+                    meta.update(model=type(model).__name__, config=model.config.as_dict())
+                save_checkpoint(config.checkpoint_path, model, meta=meta)
         else:
             epochs_without_gain += 1
         bar.set_postfix(epoch=epoch, train=f"{total / count:.3f}", val_ppl=f"{val.perplexity:.1f}")
@@ -248,7 +260,6 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
             break
     bar.close()
     history.seconds = time.perf_counter() - start
-    n_trained = len(history.epochs) * train_rows.size(0) * (train_rows.size(1) - 1)
     history.tokens_per_second = n_trained / max(history.seconds, 1e-9)
     if best_state is not None:
         model.load_state_dict(best_state)  # the best epoch's weights, not the last epoch's

@@ -48,8 +48,8 @@ _COMPILED_RULES = [(re.compile(pattern), replacement) for pattern, replacement, 
 def basic_english(text: str) -> list[str]:
     """Lower-case, apply the fixed rules above, split on whitespace.
 
-    Everything no rule mentions stays inside words: hyphens and dashes ('sea-glass', 'well--no'),
-    accented letters ('cafe' with an accent), digits, '/', '-', '<' and '>'.
+    Characters that no rule mentions stay inside words: letters with accents, digits, hyphens and
+    dashes ('sea-glass', 'well\u2014no' stay one token each), slashes, '<' and '>'.
     """
     if not isinstance(text, str):
         raise TypeError(f"basic_english expects a string, got {type(text).__name__}.")

@@ -1,0 +1,233 @@
+"""Multi-task fine-tuning with task prefixes and a loss on the completion only.
+
+Every example is a prompt and a completion:
+
+    [SORTING] <description>\\nHall:                 ->  " Thorn"
+    [SPELL] Effect: <effect>\\nIncantation:          ->  " ketis"
+    [CHAT] User to <Character>: <line>\\n<CHARACTER>: ->  " <reply>"
+
+followed by <|endoftext|>. The model reads prompt + completion, but only the completion's tokens
+count in the loss: we want it to learn to *answer*, not to write more questions (the prompt
+tokens would otherwise take a large share of the gradient: descriptions are long, houses short).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .paths import TASKS_DIR
+
+IGNORE = -100  # label value that cross_entropy skips
+HOUSES = ("Lantern", "Anvil", "Tide", "Thorn")
+
+
+@dataclass
+class Example:
+    task: str          # sorting | spell | chat
+    prompt: str
+    completion: str    # starts with a space: GPT-2's BPE joins a word to its leading space
+    answer: str        # the completion without the space (for exact match)
+
+
+def _rows(name: str) -> list[dict]:
+    """Read a task table. (csv from the standard library: the tables are small and fixed;
+    notebook 11 shows the same tables loaded with `datasets`.)"""
+    path = TASKS_DIR / f"{name}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"Task table {path} is missing: restore data/tasks/ from git.")
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_examples(split: str, tasks=("sorting", "spell", "chat")) -> list[Example]:
+    """All examples of one split ('train' or 'test') of the chosen tasks, in table order."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
+    out: list[Example] = []
+    if "sorting" in tasks:
+        out += [Example("sorting", f"[SORTING] {r['description']}\nHall:", f" {r['house']}", r["house"])
+                for r in _rows("sorting") if r["split"] == split]
+    if "spell" in tasks:
+        out += [Example("spell", f"[SPELL] Effect: {r['effect']}\nIncantation:", f" {r['incantation']}",
+                        r["incantation"]) for r in _rows("spells") if r["split"] == split]
+    if "chat" in tasks:
+        out += [Example("chat", f"[CHAT] User to {r['character']}: {r['user']}\n{r['character'].upper()}:",
+                        f" {r['reply']}", r["reply"]) for r in _rows("chat") if r["split"] == split]
+    return out
+
+
+def encode_example(tokenizer, ex: Example, max_len: int, mask_prompt: bool = True) -> tuple[list[int], list[int]]:
+    """-> (input ids, labels), same length. labels[t] is the token that follows input[t], or IGNORE.
+    Long prompts are cut from the left so that the completion always fits."""
+    prompt_ids = tokenizer.encode(ex.prompt)
+    completion_ids = tokenizer.encode(ex.completion) + [tokenizer.eot_id]
+    if len(completion_ids) >= max_len:
+        completion_ids = completion_ids[:max_len - 1]
+    keep = max_len + 1 - len(completion_ids)
+    prompt_ids = prompt_ids[-keep:]
+    ids = prompt_ids + completion_ids
+    targets = ids[1:]
+    labels = [IGNORE if (mask_prompt and t < len(prompt_ids) - 1) else tok for t, tok in enumerate(targets)]
+    return ids[:-1], labels
+
+
+def pad_collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a list of (ids, labels) to the longest: x (B, T) padded with pad_id, y (B, T) with
+    IGNORE, so padding never counts in the loss (causal attention means real tokens never see it)."""
+    T = max(len(ids) for ids, _ in batch)
+    x = torch.full((len(batch), T), pad_id, dtype=torch.long)
+    y = torch.full((len(batch), T), IGNORE, dtype=torch.long)
+    for i, (ids, labels) in enumerate(batch):
+        x[i, :len(ids)] = torch.tensor(ids)
+        y[i, :len(labels)] = torch.tensor(labels)
+    return x, y
+
+
+def masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled positions only. logits (B, T, V), labels (B, T)."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def lr_at(step: int, max_steps: int, peak_lr: float, warmup: int, min_ratio: float = 0.1) -> float:
+    """Linear warm-up to peak_lr, then cosine decay to min_ratio * peak_lr."""
+    if step < warmup:
+        return peak_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return peak_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class FinetuneConfig:
+    max_steps: int = 300
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    mask_prompt: bool = True
+    seed: int = 1337
+
+    @classmethod
+    def from_settings(cls, cfg, **extra) -> "FinetuneConfig":
+        values = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
+        values.update(extra)
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class FinetuneHistory:
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, device="cpu",
+             progress: bool = True) -> FinetuneHistory:
+    """Shuffled mini-batches of mixed tasks, AdamW with warm-up + cosine, masked loss."""
+    if not examples:
+        raise ValueError("No training examples: check the task tables and the split.")
+    max_len = model.block_size
+    encoded = [encode_example(tokenizer, ex, max_len, config.mask_prompt) for ex in examples]
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    history = FinetuneHistory()
+    model.to(device).train()
+    order, cursor = torch.randperm(len(encoded), generator=generator).tolist(), 0
+    start = time.perf_counter()
+    for step in tqdm(range(config.max_steps), desc="fine-tuning", disable=not progress, mininterval=1.0):
+        if cursor + config.batch_size > len(order):
+            order, cursor = torch.randperm(len(encoded), generator=generator).tolist(), 0
+        batch = [encoded[i] for i in order[cursor:cursor + config.batch_size]]
+        cursor += config.batch_size
+        x, y = (t.to(device) for t in pad_collate(batch, tokenizer.eot_id))
+        lr = lr_at(step, config.max_steps, config.learning_rate, config.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = masked_loss(model(x), y)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"Fine-tuning loss became {loss.item()} at step {step}: lower the learning rate.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        history.steps.append(step)
+        history.loss.append(loss.item())
+        history.lr.append(lr)
+    history.seconds = time.perf_counter() - start
+    model.eval()
+    return history
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def completion_logprob(model, tokenizer, prompt: str, completion: str, device="cpu") -> float:
+    """Sum of log P(completion tokens | prompt): how much the model believes this answer."""
+    ex = Example("score", prompt, completion, completion.strip())
+    ids, labels = encode_example(tokenizer, ex, model.block_size, mask_prompt=True)
+    labels = labels[:-1] + [IGNORE]  # score the answer itself, not the end-of-text after it
+    x, y = torch.tensor([ids], device=device), torch.tensor([labels], device=device)
+    logp = torch.log_softmax(model(x).float(), dim=-1)
+    mask = y != IGNORE
+    return logp[0][mask[0]].gather(-1, y[0][mask[0]].unsqueeze(-1)).sum().item()
+
+
+def sorting_accuracy(model, tokenizer, examples: list[Example], device="cpu") -> dict:
+    """Pick the hall whose name the model finds most likely after the prompt (no free-text parsing)."""
+    examples = [e for e in examples if e.task == "sorting"]
+    predictions = [max(HOUSES, key=lambda h: completion_logprob(model, tokenizer, e.prompt, f" {h}", device))
+                   for e in examples]
+    correct = sum(p == e.answer for p, e in zip(predictions, examples))
+    return {"accuracy": correct / max(1, len(examples)), "n": len(examples), "predictions": predictions}
+
+
+def majority_baseline(train: list[Example], test: list[Example]) -> float:
+    """Accuracy of always answering the most common training hall."""
+    from collections import Counter
+
+    houses = Counter(e.answer for e in train if e.task == "sorting")
+    guess = houses.most_common(1)[0][0]
+    test_rows = [e for e in test if e.task == "sorting"]
+    return sum(e.answer == guess for e in test_rows) / max(1, len(test_rows))
+
+
+def complete(model, tokenizer, prompt: str, max_new_tokens: int = 40, device="cpu") -> str:
+    """Greedy answer, stopped at end-of-text or a newline."""
+    from .generation import generate
+
+    idx = torch.tensor([tokenizer.encode(prompt)[-(model.block_size - 1):]], device=device)
+    out = generate(model, idx, max_new_tokens, greedy=True, stop_token=tokenizer.eot_id, use_cache=True)
+    text = tokenizer.decode([t for t in out[0, idx.size(1):].tolist() if t != tokenizer.eot_id])
+    return text.split("\n")[0].strip()
+
+
+def spell_scores(model, tokenizer, examples: list[Example], device="cpu") -> dict:
+    """Exact match and character-level similarity (difflib ratio, 0..1) on held-out effects."""
+    examples = [e for e in examples if e.task == "spell"]
+    guesses = [complete(model, tokenizer, e.prompt, 8, device).split(" ")[0] for e in examples]
+    exact = sum(g == e.answer for g, e in zip(guesses, examples)) / max(1, len(examples))
+    similarity = sum(difflib.SequenceMatcher(None, g, e.answer).ratio() for g, e in zip(guesses, examples))
+    return {"exact_match": exact, "char_similarity": similarity / max(1, len(examples)), "guesses": guesses}
+
+
+@torch.no_grad()
+def chat_perplexity(model, tokenizer, examples: list[Example], device="cpu") -> float:
+    """Perplexity of the true replies (completion tokens only) given the prompts."""
+    examples = [e for e in examples if e.task == "chat"]
+    total, count = 0.0, 0
+    for e in examples:
+        ids, labels = encode_example(tokenizer, e, model.block_size, mask_prompt=True)
+        x, y = torch.tensor([ids], device=device), torch.tensor([labels], device=device)
+        logits = model(x)
+        total += F.cross_entropy(logits[0].float(), y[0], ignore_index=IGNORE, reduction="sum").item()
+        count += int((y != IGNORE).sum())
+    return math.exp(total / max(1, count))

@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from course_lib.bpe import BPETokenizer
+from course_lib.finetune import (IGNORE, Example, FinetuneConfig, chat_perplexity, encode_example, finetune,
+                                 load_examples, lr_at, majority_baseline, masked_loss, pad_collate, sorting_accuracy,
+                                 spell_scores)
+from course_lib.models import GPT
+from course_lib.models.gpt2 import gpt2_config
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BPETokenizer()
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(gpt2_config("gpt2-course-tiny", block_size=48))
+
+
+def test_examples_follow_the_prefix_formats():
+    train, test = load_examples("train"), load_examples("test")
+    tasks = {e.task for e in train}
+    assert tasks == {"sorting", "spell", "chat"}
+    assert sum(e.task == "sorting" for e in test) == 80
+    sorting = next(e for e in train if e.task == "sorting")
+    spell = next(e for e in train if e.task == "spell")
+    chat = next(e for e in train if e.task == "chat")
+    assert sorting.prompt.startswith("[SORTING] ") and sorting.prompt.endswith("\nHall:")
+    assert spell.prompt.startswith("[SPELL] Effect: ") and spell.completion == " " + spell.answer
+    assert chat.prompt.startswith("[CHAT] User to ")
+    with pytest.raises(ValueError, match="split"):
+        load_examples("validation")
+
+
+def test_loss_mask_covers_only_the_completion(tok):
+    ex = Example("spell", "[SPELL] Effect: lock the gate\nIncantation:", " ketis", "ketis")
+    ids, labels = encode_example(tok, ex, max_len=64)
+    n_completion = len(tok.encode(" ketis")) + 1  # + <|endoftext|>
+    assert len(ids) == len(labels)
+    assert [lab for lab in labels if lab != IGNORE] == tok.encode(" ketis") + [tok.eot_id]
+    assert sum(lab != IGNORE for lab in labels) == n_completion
+    _, unmasked = encode_example(tok, ex, max_len=64, mask_prompt=False)
+    assert IGNORE not in unmasked
+
+
+def test_long_prompts_are_cut_from_the_left(tok):
+    ex = Example("chat", "word " * 200, " short answer", "short answer")
+    ids, labels = encode_example(tok, ex, max_len=32)
+    assert len(ids) == 32 and labels[-1] == tok.eot_id
+
+
+def test_padding_never_counts():
+    x, y = pad_collate([([1, 2, 3], [IGNORE, 3, 4]), ([5], [6])], pad_id=0)
+    assert x.tolist() == [[1, 2, 3], [5, 0, 0]] and y.tolist() == [[IGNORE, 3, 4], [6, IGNORE, IGNORE]]
+    logits = torch.zeros(2, 3, 10)
+    assert masked_loss(logits, y).item() == pytest.approx(math.log(10))
+
+
+def test_warmup_then_cosine():
+    lrs = [lr_at(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=0.01)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_finetuning_lowers_the_loss_and_evaluators_run(model, tok):
+    train = [e for e in load_examples("train") if e.task == "spell"][:8]
+    history = finetune(model, tok, train, FinetuneConfig(max_steps=20, batch_size=4, learning_rate=3e-3,
+                                                         warmup_steps=3), progress=False)
+    assert sum(history.loss[-5:]) / 5 < sum(history.loss[:5]) / 5 - 0.5
+    test = load_examples("test")
+    sorting = sorting_accuracy(model, tok, [e for e in test if e.task == "sorting"][:4])
+    assert 0 <= sorting["accuracy"] <= 1 and sorting["n"] == 4
+    assert set(sorting["predictions"]) <= {"Lantern", "Anvil", "Tide", "Thorn"}
+    spells = spell_scores(model, tok, [e for e in test if e.task == "spell"][:2])
+    assert 0 <= spells["char_similarity"] <= 1 and len(spells["guesses"]) == 2
+    assert chat_perplexity(model, tok, [e for e in test if e.task == "chat"][:2]) > 1
+
+
+def test_majority_baseline_on_balanced_table():
+    assert majority_baseline(load_examples("train"), load_examples("test")) == pytest.approx(0.25)

@@ -1,0 +1,137 @@
+"""course_lib.train_gpt2: the same trajectory on 1 process and on 2 (torchrun, gloo, CPU), exact
+resume after an interruption, checkpoints from rank 0 only, clear errors for bad arguments.
+
+Kept fast for a 2-core CI: the tiny preset, T=16, a global batch of 4 sequences, 4 steps, one CPU
+thread per process. The single-process and the torchrun runs are real command lines
+(subprocesses); the interrupted and resumed runs call main() in this process, which saves two
+interpreter starts (importing torch, torch._dynamo for the optimizer and datasets costs ~6 CPU
+seconds each) and still builds model, optimizer and data afresh from the checkpoint file.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from course_lib import train_gpt2
+from course_lib.models import GPT
+from course_lib.models.gpt2 import gpt2_config
+from course_lib.paths import REPO_ROOT
+
+STEPS = 4
+# global batch 4, micro batch 1: 4 accumulation steps on 1 process, 2 on each of 2 processes
+COMMON = ["--preset", "gpt2-course-tiny", "--global-batch", "4", "--micro-batch", "1", "--block-size", "16",
+          "--lr", "3e-3", "--seed", "7", "--log-every", "1", "--eval-batches", "2"]
+
+
+def run_cli(out, *extra, nproc=None, cache=None, timeout=240):
+    """Run the trainer as a user would; return the finished process (asserting it succeeded)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if cache is not None:  # module-scoped runs: keep the datasets cache out of the home folder
+        env.update(COURSE_CACHE_DIR=str(cache), HF_DATASETS_CACHE=str(cache / "hf"))
+    args = ["-m", "course_lib.train_gpt2", *COMMON, "--out", str(out), *extra]
+    if nproc:
+        # --standalone: torchrun starts its own rendezvous on a free port (it binds port 0), so
+        # parallel CI jobs never collide on a fixed MASTER_PORT.
+        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def run_here(out, *extra) -> None:
+    """main() in this process, with one thread like the subprocesses (so sums match bit for bit)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_gpt2.main([*COMMON, "--out", str(out), *extra])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    run_cli(out, "--steps", str(STEPS), cache=tmp_path_factory.mktemp("cache"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    result = run_cli(out, "--steps", str(STEPS), nproc=2, cache=tmp_path_factory.mktemp("cache"))
+    return out, result.stdout
+
+
+def test_two_processes_follow_the_single_process_trajectory(single, ddp):
+    one, two = summary(single), summary(ddp[0])
+    assert one["config"]["world_size"] == 1 and one["config"]["accumulation_steps"] == 4
+    assert two["config"]["world_size"] == 2 and two["config"]["accumulation_steps"] == 2
+    assert len(one["losses"]) == len(two["losses"]) == STEPS
+    # Same global batches, same gradients (up to summation order): the same losses.
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(torch.tensor(two["val_losses"]), torch.tensor(one["val_losses"]), rtol=1e-4, atol=0)
+    assert one["losses"][-1] < one["losses"][0]  # and it learns something
+
+
+def test_resume_continues_the_exact_trajectory(single, tmp_path, capsys):
+    out = tmp_path / "interrupted"
+    run_here(out, "--steps", str(STEPS), "--stop-after", str(STEPS // 2))  # as if pre-empted half-way
+    assert f"checkpoint: {out / 'checkpoint.pt'} (step {STEPS // 2})" in capsys.readouterr().out
+    assert summary(out)["finished"] is False and len(summary(out)["losses"]) == STEPS // 2
+    run_here(out, "--steps", str(STEPS), "--resume")
+    assert f"resumed from {out / 'checkpoint.pt'} at step {STEPS // 2}" in capsys.readouterr().out
+    resumed, uninterrupted = summary(out), summary(single)
+    assert resumed["finished"] is True and resumed["resumed_from"] == STEPS // 2
+    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(uninterrupted["losses"]),
+                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.tensor(resumed["val_losses"]), torch.tensor(uninterrupted["val_losses"]),
+                               rtol=1e-5, atol=0)
+
+
+def test_only_rank_0_writes_one_complete_checkpoint(ddp):
+    out, stdout = ddp
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "summary.json"]  # no per-rank or .tmp files
+    assert stdout.count("checkpoint: ") == 1          # one writer, one save
+    assert stdout.count(f"step {STEPS:6d} | loss") == 1  # and one copy of every log line
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert payload["step"] == STEPS and payload["rng"]["next_step"] == STEPS
+    assert payload["config"]["world_size"] == 2 and payload["config"]["global_batch"] == 4
+    assert payload["losses"] == summary(out)["losses"]
+    model = GPT(gpt2_config("gpt2-course-tiny", block_size=16))
+    model.load_state_dict(payload["model"])  # strict: every weight is there, with the right shape
+    assert torch.equal(model.lm_head.weight, model.tok_emb.weight)
+    assert len(payload["optimizer"]["state"]) == len(list(model.parameters()))  # AdamW moments of each
+    assert all(int(s["step"]) == STEPS for s in payload["optimizer"]["state"].values())
+
+
+def test_existing_checkpoint_needs_resume(single, capsys):
+    with pytest.raises(SystemExit, match="already exists. Pass --resume"):
+        train_gpt2.main([*COMMON, "--steps", str(STEPS), "--out", str(single)])
+
+
+def test_global_batch_must_split_into_whole_micro_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as err:
+        train_gpt2.main([*COMMON[:2], "--global-batch", "6", "--micro-batch", "4", "--out", str(out)])
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert "--global-batch 6 is not a multiple of --micro-batch 4 x 1 process(es) = 4" in message
+    assert not out.exists()  # refused before anything was written
+
+
+def test_world_size_enters_the_divisibility_check(tmp_path, capsys, monkeypatch):
+    # As torchrun would set them for rank 0 of 2; the check runs before any process group exists.
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        train_gpt2.main([*COMMON[:2], "--global-batch", "4", "--micro-batch", "4", "--out", str(tmp_path)])
+    assert "--micro-batch 4 x 2 process(es) = 8" in capsys.readouterr().err
