@@ -91,9 +91,19 @@ def pad_collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[
     return x, y
 
 
-def masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the labelled positions only. logits (B, T, V), labels (B, T)."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+def masked_loss(logits: torch.Tensor, labels: torch.Tensor, per_example: bool = False) -> torch.Tensor:
+    """Cross-entropy over the labelled positions only. logits (B, T, V), labels (B, T).
+
+    per_example=False: the mean over all labelled tokens of the batch.
+    per_example=True: each example's mean first, then the mean over examples, so a two-token
+    answer (" Thorn" + end) weighs as much as a forty-token chat reply. Without it, in a mixed
+    batch the long chat replies would take almost all of the gradient.
+    """
+    if not per_example:
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")  # (B, T)
+    counts = (labels != IGNORE).sum(dim=1).clamp(min=1)                                             # (B,)
+    return (nll.sum(dim=1) / counts).mean()
 
 
 def lr_at(step: int, max_steps: int, peak_lr: float, warmup: int, min_ratio: float = 0.1) -> float:
@@ -113,6 +123,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     mask_prompt: bool = True
+    per_example: bool = True   # every example weighs the same (see masked_loss)
     seed: int = 1337
 
     @classmethod
@@ -152,7 +163,7 @@ def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, 
         lr = lr_at(step, config.max_steps, config.learning_rate, config.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = masked_loss(model(x), y)
+        loss = masked_loss(model(x), y, config.per_example)
         if not torch.isfinite(loss):
             raise RuntimeError(f"Fine-tuning loss became {loss.item()} at step {step}: lower the learning rate.")
         optimizer.zero_grad(set_to_none=True)

@@ -59,6 +59,18 @@ def test_padding_never_counts():
     assert x.tolist() == [[1, 2, 3], [5, 0, 0]] and y.tolist() == [[IGNORE, 3, 4], [6, IGNORE, IGNORE]]
     logits = torch.zeros(2, 3, 10)
     assert masked_loss(logits, y).item() == pytest.approx(math.log(10))
+    assert masked_loss(logits, y, per_example=True).item() == pytest.approx(math.log(10))
+
+
+def test_per_example_loss_weighs_short_answers_equally():
+    labels = torch.tensor([[1, IGNORE, IGNORE, IGNORE], [1, 1, 1, 1]])
+    logits = torch.zeros(2, 4, 3)
+    logits[0, 0, 1] = 5.0  # the short answer is right and cheap; the long one costs ln 3 per token
+    token_mean = masked_loss(logits, labels).item()
+    example_mean = masked_loss(logits, labels, per_example=True).item()
+    short = torch.nn.functional.cross_entropy(logits[0, :1], labels[0, :1]).item()
+    assert example_mean == pytest.approx((short + math.log(3)) / 2)
+    assert token_mean == pytest.approx((short + 4 * math.log(3)) / 5)
 
 
 def test_warmup_then_cosine():
