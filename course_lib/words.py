@@ -86,6 +86,7 @@ class Vocab:
         self.itos: list[str] = words                              # id -> word
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(words)}  # word -> id
         self.unk_id, self.eol_id = self.stoi[UNK], self.stoi[EOL]
+        self.counts: Counter | None = None  # training counts of every word, set by build()
 
     @classmethod
     def build(cls, tokens: Iterable[str], min_freq: int = 3) -> "Vocab":
