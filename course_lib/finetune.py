@@ -128,9 +128,9 @@ class FinetuneConfig:
 
     @classmethod
     def from_settings(cls, cfg, **extra) -> "FinetuneConfig":
-        values = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
-        values.update(extra)
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        from .training import config_from_settings
+
+        return config_from_settings(cls, cfg, **extra)
 
 
 @dataclass

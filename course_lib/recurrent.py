@@ -138,9 +138,9 @@ class RecurrentTrainConfig:
     @classmethod
     def from_settings(cls, cfg, **extra) -> "RecurrentTrainConfig":
         """Pick the fields this config knows from a profile's Settings (or a dict)."""
-        values = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
-        values.update(extra)
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        from .training import config_from_settings
+
+        return config_from_settings(cls, cfg, **extra)
 
     def validate(self) -> None:
         for name in ("max_epochs", "batch_size", "bptt", "patience", "eval_batch_size", "eval_bptt"):

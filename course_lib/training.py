@@ -76,6 +76,14 @@ def evaluate(model: torch.nn.Module, batches, chars_per_token: float = 1.0) -> E
                       chars_per_token=chars_per_token)
 
 
+def config_from_settings(config_cls, cfg, **extra):
+    """Build a config dataclass from a profile's Settings (or a dict) plus overrides, keeping only
+    the fields that dataclass knows (a profile also holds sizes meant for the model)."""
+    values = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
+    values.update(extra)
+    return config_cls(**{k: v for k, v in values.items() if k in config_cls.__dataclass_fields__})
+
+
 @dataclass
 class TrainConfig:
     max_iters: int = 1000
@@ -92,10 +100,7 @@ class TrainConfig:
     @classmethod
     def from_settings(cls, cfg, **extra) -> "TrainConfig":
         """Pick the fields TrainConfig knows from a profile's Settings (or dict)."""
-        values = cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
-        values.update(extra)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return config_from_settings(cls, cfg, **extra)
 
 
 @dataclass
