@@ -115,5 +115,8 @@ def make_dataloader(ids, context_length: int, stride: int, batch_size: int, shuf
     if drop_last and len(dataset) < batch_size:
         raise BatchingError(f"Only {len(dataset)} windows for a batch of {batch_size}: use a smaller "
                             "batch_size, a smaller stride or more text.")
+    # pin_memory: page-locked batches, so that the trainer's non_blocking copy to a GPU overlaps
+    # with the GPU's work (no effect without CUDA).
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                                       num_workers=0, generator=torch.Generator().manual_seed(seed))
+                                       num_workers=0, generator=torch.Generator().manual_seed(seed),
+                                       pin_memory=torch.cuda.is_available())

@@ -44,15 +44,13 @@ On CUDA the bench runs the way a real GPU run should: bf16 autocast (fp16 with a
 GPUs without bf16), TF32 for the remaining fp32 matmuls, fused AdamW, and torch.cuda.synchronize()
 only around the timed regions (the steps themselves never wait for the host). --compile wraps the
 training model in torch.compile (off by default: compiling costs a minute and hides nothing a
-course student needs; never on a CPU without Triton).
+course student needs; CUDA with Triton only).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import importlib.util
 import json
 import os
 import sys
@@ -62,7 +60,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .device import describe_device, pick_device
+from .device import amp_dtype_for, autocast, can_compile, describe_device, enable_tf32, pick_device, synchronize
 from .generation import generate
 from .models import GPT, BigramLM, GPTConfig
 from .models.gpt2 import gpt2_config
@@ -102,45 +100,6 @@ def peak_tflops_for(device_name: str) -> tuple[float | None, str]:
         if key.lower() in device_name.lower():
             return peak, source
     return None, f"{device_name!r} is not in course_lib.bench.PEAK_TFLOPS (pass --peak-tflops)"
-
-
-def enable_tf32() -> None:
-    """Let fp32 matmuls that autocast leaves in fp32 use TF32 tensor cores (10-bit mantissa,
-    plenty for training, several times faster than true fp32)."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9 spells it this way
-        matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def amp_dtype_for(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on this device: bf16 where the GPU has it (no loss scaling needed),
-    fp16 on older GPUs, None (plain fp32) on CPU and MPS, where it would not be faster here."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait until the accelerator has finished its queued work: GPU calls return before the work
-    is done, so a timer read without this measures how fast Python queues kernels."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def can_compile(device: torch.device) -> bool:
-    # torch.compile's GPU backend generates Triton kernels; on CPU we only allow it where Triton
-    # is installed too, as the brief of this tool asks (the C++ CPU backend is slow to build).
-    return device.type == "cuda" or importlib.util.find_spec("triton") is not None
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -366,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-tokens", type=int, default=None,
                    help="new tokens per generation (default 32 smoke, else 128)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training model (CUDA, or CPU with Triton)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training model (CUDA with Triton only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for smoke, all cores otherwise)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="your accelerator's dense bf16 peak, if it is not in the built-in table")
@@ -395,7 +354,7 @@ def main(argv=None) -> int:
         print("warning: the gpu sizes on a CPU take hours (GPT-2 124M at 8 x 1024 tokens is ~6 TFLOP per "
               "step); running them because you asked for them.", file=sys.stderr)
     if args.compile and not can_compile(device):
-        print("note: --compile ignored: torch.compile needs CUDA (or Triton on CPU); running eagerly.",
+        print("note: --compile ignored: torch.compile is used on CUDA with Triton only; running eagerly.",
               file=sys.stderr)
 
     amp = amp_dtype_for(device)

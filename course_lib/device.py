@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import platform
 import random
@@ -64,3 +66,47 @@ def describe_device(device: torch.device) -> str:
     else:
         hw = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
     return f"device={device.type} ({hw}) | torch {torch.__version__} | python {platform.python_version()}"
+
+
+# ----------------------------------------------------------------------------- GPU speed helpers
+# Used by training.train, the bench and train_gpt2. On a CPU each one is a no-op or returns None,
+# so the same training loop runs everywhere.
+
+def enable_tf32() -> None:
+    """Let fp32 matmuls that autocast leaves in fp32 use TF32 tensor cores (10-bit mantissa,
+    plenty for training, several times faster than true fp32)."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9 spells it this way
+        matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def amp_dtype_for(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on this device: bf16 where the GPU has it (no loss scaling needed),
+    fp16 on older GPUs, None (plain fp32) on CPU and MPS, where it would not be faster here."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the accelerator has finished its queued work: GPU calls return before the work
+    is done, so a timer read without this measures how fast Python queues kernels."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether torch.compile is worth trying here. Its GPU backend writes Triton kernels, so a CUDA
+    device needs Triton (Linux CUDA wheels ship it; Windows ones do not). On CPU we do not compile
+    by default: building C++ kernels takes about a minute, more than the course's CPU runs save."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None

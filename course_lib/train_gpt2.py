@@ -51,7 +51,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .batching import as_tensor, fixed_batches, get_batch
-from .bench import amp_dtype_for, autocast, enable_tf32
+from .device import amp_dtype_for, autocast, enable_tf32
 from .device import describe_device, pick_device
 from .finetune import lr_at
 from .models import GPT

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .batching import fixed_batches, get_batch
+from .device import amp_dtype_for, autocast, can_compile, enable_tf32
 
 LN2 = math.log(2)
 
@@ -96,6 +97,7 @@ class TrainConfig:
     eval_iters: int = 20            # number of fixed evaluation batches per split
     checkpoint_path: str | None = None
     seed: int = 1337
+    compile: bool = False           # torch.compile the model for the steps (CUDA with Triton only)
 
     @classmethod
     def from_settings(cls, cfg, **extra) -> "TrainConfig":
@@ -134,9 +136,25 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
     model.train()
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed)
+    # On a GPU: bf16 autocast (fp16 + loss scaling on GPUs without bf16), TF32 for what stays in
+    # fp32, and the fused AdamW kernel. On a CPU all of these are off and the loop is plain fp32.
+    amp = amp_dtype_for(device)
+    if device.type == "cuda":
+        enable_tf32()
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                      weight_decay=config.weight_decay)
+                                      weight_decay=config.weight_decay, fused=device.type == "cuda")
+    # The compiled module shares its weights with `model`; evaluation keeps using `model`.
+    step_model = model
+    if config.compile and can_compile(device):
+        from torch import _dynamo
+
+        _dynamo.config.suppress_errors = True  # a graph it cannot compile runs eagerly instead
+        step_model = torch.compile(model)
+    # Reading the loss on the host (for the NaN check) makes a GPU wait for all its queued work.
+    # That is free on a CPU, so there we check every step; on an accelerator only when we log.
+    check_every_step = device.type == "cpu"
     # train_data is a 1-D token tensor (random blocks are cut from it) or a DataLoader of (x, y).
     loader = train_data if isinstance(train_data, torch.utils.data.DataLoader) else None
     if loader is not None:
@@ -166,17 +184,20 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
             x, y = (t.to(device, non_blocking=True) for t in next(batches))
         else:
             x, y = get_batch(train_data, config.batch_size, config.block_size, device, generator)
-        loss = lm_loss(model(x), y)
-        if not torch.isfinite(loss):
+        with autocast(device, amp):
+            loss = lm_loss(step_model(x), y)
+        if (check_every_step or step % config.eval_interval == 0) and not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"The loss became {loss.item()} at step {step}. Training diverged: lower the "
                 f"learning rate (now {config.learning_rate}) or keep gradient clipping on (grad_clip=1.0)."
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()   # without fp16 the scaler is off and this is loss.backward()
         if config.grad_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
     log_eval(config.max_iters)
     history.seconds = time.perf_counter() - start
     history.tokens_per_second = config.max_iters * config.batch_size * config.block_size / max(history.seconds, 1e-9)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from course_lib.bpe import BPETokenizer
-from course_lib.finetune import (IGNORE, Example, FinetuneConfig, chat_perplexity, encode_example, finetune,
+from course_lib.finetune import (IGNORE, Example, FinetuneConfig, chat_perplexity, completion_loss, encode_example,
+                                 finetune,
                                  load_examples, lr_at, majority_baseline, masked_loss, pad_collate, sorting_accuracy,
                                  spell_scores)
 from course_lib.models import GPT
@@ -71,6 +72,22 @@ def test_per_example_loss_weighs_short_answers_equally():
     short = torch.nn.functional.cross_entropy(logits[0, :1], labels[0, :1]).item()
     assert example_mean == pytest.approx((short + math.log(3)) / 2)
     assert token_mean == pytest.approx((short + 4 * math.log(3)) / 5)
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_completion_loss_equals_masked_loss_on_full_logits(model, tok, per_example):
+    """The fast path (lm_head only at labelled positions) must give the same loss and gradients."""
+    examples = load_examples("test")
+    batch = [encode_example(tok, ex, model.block_size) for ex in (examples[0], examples[-1], examples[90])]
+    x, y = pad_collate(batch, tok.eot_id)
+    y[2, :] = IGNORE  # an example with nothing to grade must not break either path
+    model.eval()  # no dropout: both passes see the same network
+    fast = completion_loss(model, x, y, per_example)
+    (fast_grad,) = torch.autograd.grad(fast, model.lm_head.weight)
+    full = masked_loss(model(x), y, per_example)
+    (full_grad,) = torch.autograd.grad(full, model.lm_head.weight)
+    assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+    assert torch.allclose(fast_grad, full_grad, atol=1e-6)
 
 
 def test_warmup_then_cosine():

@@ -103,3 +103,15 @@ def test_checkpoint_for_another_shape_is_explained(tmp_path):
     path = save_checkpoint(tmp_path / "v10.pt", BigramLM(10))
     with pytest.raises(CheckpointError, match="different model shape"):
         load_checkpoint(path, BigramLM(12))
+
+
+def test_compile_is_ignored_on_cpu_and_changes_nothing(tokenizer, data):
+    """compile=True is a GPU option: on a CPU the loop must run eagerly and give the same losses."""
+    runs = []
+    for compile_model in (False, True):
+        torch.manual_seed(0)
+        model = BigramLM(tokenizer.vocab_size)
+        cfg = TrainConfig(max_iters=20, batch_size=4, block_size=8, eval_interval=10, eval_iters=2,
+                          compile=compile_model)
+        runs.append(train(model, *data, cfg, progress=False).val_loss)
+    assert runs[0] == runs[1]

@@ -72,6 +72,13 @@ class GPT(nn.Module):
         return n if include_position else n - self.pos_emb.weight.numel()
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(idx, cache))                      # (B, T, V)
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Everything but the output layer: ids (B, T) -> final-normed states (B, T, C).
+
+        Fine-tuning uses it to apply lm_head only where a loss is taken: with GPT-2's 50,257-way
+        output layer, the logits cost more than all the blocks of a small model together."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0  # position of the first new token
         if start + T > self.block_size:
@@ -80,7 +87,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(self.positions[start:start + T]))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
-        return self.lm_head(self.ln_f(x))                                     # (B, T, V)
+        return self.ln_f(x)                                                   # (B, T, C)
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.blocks))
