@@ -91,6 +91,7 @@ def plot_attention(weights, tokens: list[str], title: str = "attention", path=No
 def plot_ladder(results: dict, path=None, show: bool = True, key: str = "val_loss"):
     """The course's 'ladder': val loss of each milestone from results.json, in order."""
     rows = [results[k] for k in sorted(results, key=int) if key in results[k]]
-    values = {f"{r['milestone']:02d} {r.get('short', r['title'])[:14]}": float(r[key]) for r in rows}
+    # "08\nfull char GPT": number and name on two lines, so that neighbouring labels never overlap
+    values = {f"{r['milestone']:02d}\n{r.get('short', r['title'])[:14]}": float(r[key]) for r in rows}
     return plot_bars(values, ylabel=f"{key} (nats/char)", title="The ladder: validation loss by milestone",
                      path=path, show=show, highlight=list(values)[-1] if values else None)

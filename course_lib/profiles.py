@@ -114,8 +114,8 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "finetune": {
         "smoke": dict(max_steps=12, batch_size=4, learning_rate=1e-3, warmup_steps=2, eval_limit=6,
                       base_iters=20, sample_examples=2),
-        # cpu: measured on 2 cores: 400 steps at 5e-4 left sorting at chance (0.26-0.30); 800 at
-        # 1e-3 gave 0.39 with chat perplexity 365 -> 250; 1200 steps overfit the chat replies.
+        # cpu, measured on 2 cores: 400 steps at 5e-4 left sorting near chance (0.26-0.30); 800 at
+        # 1e-3 gave 0.39-0.44 with chat perplexity 365 -> 250; 1200 steps overfit the chat replies.
         "cpu": dict(max_steps=800, batch_size=8, learning_rate=1e-3, warmup_steps=60, eval_limit=None,
                     base_iters=0, sample_examples=4),
         "gpu": dict(max_steps=1500, batch_size=16, learning_rate=1e-4, warmup_steps=100, eval_limit=None,

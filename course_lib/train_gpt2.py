@@ -51,8 +51,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .batching import as_tensor, fixed_batches, get_batch
-from .device import amp_dtype_for, autocast, enable_tf32
-from .device import describe_device, pick_device
+from .device import amp_dtype_for, autocast, describe_device, enable_tf32, pick_device
 from .finetune import lr_at
 from .models import GPT
 from .models.gpt2 import GPT2_PRESETS, gpt2_config
