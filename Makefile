@@ -4,6 +4,8 @@
 #
 # Variables you may set:
 #   PROFILE=smoke|cpu|gpu|auto   size of the course run (default auto: gpu with CUDA, else cpu)
+#   OUTPUT_DIR=outputs           where the course writes (default: outputs, but outputs/smoke for
+#                                PROFILE=smoke, so a dry run never overwrites the reference results)
 #   TORCH_SPEC="torch==2.13.0"   which torch to install; CPU build by default (see README, GPU users)
 #   TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"  extra pip args for torch
 #   PYTHON=python3.11            the interpreter that creates the virtual environment
@@ -14,7 +16,8 @@ PROFILE     ?= auto
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-EXECUTED    := outputs/executed
+OUTPUT_DIR  ?= $(if $(filter smoke,$(PROFILE)),outputs/smoke,outputs)
+EXECUTED    := $(OUTPUT_DIR)/executed
 
 BIN   := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.setup-done
@@ -54,10 +57,10 @@ course: setup
 	@for nb in $(NOTEBOOKS); do \
 		name=$$(basename $$nb); echo "==> $$name (profile=$(PROFILE))"; start=$$(date +%s); \
 		( cd notebooks && $(BIN)/papermill --cwd . -k python3 -p profile $(PROFILE) \
-			$$name ../$(EXECUTED)/$$name --no-progress-bar ) || exit 1; \
+			-p output_dir $(abspath $(OUTPUT_DIR)) $$name $(abspath $(EXECUTED))/$$name --no-progress-bar ) || exit 1; \
 		echo "    $$name took $$(( $$(date +%s) - start )) s"; \
 	done
-	@echo "==> done: outputs/milestone*.txt, outputs/results.json, outputs/figures/, $(EXECUTED)/"
+	@echo "==> done: $(OUTPUT_DIR)/milestone*.txt, results.json, figures/, checkpoints/, $(EXECUTED)/"
 
 # Tests never write into the repository: every output goes to a fresh temporary folder,
 # and the Hugging Face libraries run offline with a temporary cache.
