@@ -1,9 +1,12 @@
 """The two ways to install (pip via pyproject.toml, conda via environment.yml) must agree."""
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from course_lib.paths import REPO_ROOT
@@ -41,6 +44,18 @@ def test_makefile_pins_torch_and_exposes_the_two_commands():
     assert re.search(r"^TORCH_SPEC\s*\?=\s*torch==\d", makefile, re.M), "torch must be pinned (CPU wheel)"
     for target in ("setup:", "course:", "test:", "lab:", "clean:"):
         assert re.search(rf"^{target}", makefile, re.M), target
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("profile, expected", [("smoke", "outputs/smoke"), ("cpu", "outputs")])
+def test_a_smoke_course_run_never_writes_over_the_reference_outputs(profile, expected):
+    # make -n prints the recipe without running anything
+    dry = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), "course", f"PROFILE={profile}"],
+                         capture_output=True, text=True, check=True).stdout
+    output_dir = re.search(r"-p output_dir (\S+) ", dry)
+    assert output_dir, dry
+    assert Path(output_dir.group(1)).resolve() == (REPO_ROOT / expected).resolve()
+    assert f"{output_dir.group(1)}/executed/" in dry
 
 
 def test_ci_runs_make_test():
