@@ -146,11 +146,14 @@ def parse_request(body, rows: dict[str, dict]) -> GenerationRequest:
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InputError("model", "model is required: the name of a checkpoint from GET /api/models.")
-    available = [n for n, row in rows.items() if row.get("has_weights")]
+    available = [n for n, row in rows.items() if row.get("ready")]
     if name not in rows:
         raise InputError("model", f"model: unknown model {_shown(name)}; available: "
                                   f"{', '.join(available) or 'none yet (run `make course`)'}.")
-    if not rows[name].get("has_weights"):
+    if rows[name].get("broken"):
+        raise InputError("model", f"model: {name!r} is damaged ({rows[name]['broken']}); available: "
+                                  f"{', '.join(available) or 'none'}.")
+    if not rows[name].get("ready"):
         notebook = registry.WRITTEN_BY.get(name)
         how = f"run notebooks/{notebook}.ipynb (or `make course`)" if notebook else "re-run the notebook that wrote it"
         raise InputError("model", f"model: {name!r} has metadata but no weights file; {how}.")
@@ -244,8 +247,9 @@ class ModelCache:
         with self._lock:
             name_lock = self._name_locks.setdefault(name, threading.Lock())
         with name_lock:
-            weights = registry.checkpoints_dir(self.output_dir) / f"{name}.pt"
-            stamp = weights.stat().st_mtime_ns if weights.exists() else -1
+            row = self.rows().get(name, {})
+            weights = Path(row.get("path", ""))
+            stamp = weights.stat().st_mtime_ns if row.get("ready") and weights.exists() else -1
             cached = self._models.get(name)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
@@ -474,7 +478,7 @@ def main(argv=None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}. Try another --port.", file=sys.stderr)
         return 2
     rows = app.extensions["course_app"]["cache"].rows()
-    ready = [name for name, row in rows.items() if row["has_weights"]]
+    ready = [name for name, row in rows.items() if row["ready"]]
     where = registry.checkpoints_dir(args.output_dir)
     print(f"{len(ready)} checkpoint(s) ready in {where}: {', '.join(ready) or 'none yet (run `make course`)'}")
     shown_host = f"[{args.host}]" if ":" in args.host else args.host

@@ -60,10 +60,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .device import amp_dtype_for, autocast, can_compile, describe_device, enable_tf32, pick_device, synchronize
+from .device import (amp_dtype_for, autocast, can_compile, compile_model, describe_device, enable_tf32, pick_device,
+                     synchronize)
 from .generation import generate
 from .models import GPT, BigramLM, GPTConfig
-from .models.gpt2 import gpt2_config
+from .models.gpt2 import gpt2_config, padded_vocab
+from .optimization import OptimizerStep, make_optimizer
 from .models.lstm import LSTMConfig, LSTMLanguageModel, detach_hidden
 from .profiles import PROFILE_NAMES, SETTINGS
 from .training import lm_loss
@@ -109,6 +111,8 @@ def matmul_parameters(model: GPT) -> int:
     n = model.num_parameters(include_position=False)  # a tied matrix is counted once
     if not model.config.tie_weights:
         n -= model.tok_emb.weight.numel()  # untied: the input embedding is a lookup only
+    # rows added only to pad the vocabulary (GPU speed) are not work the model has to do
+    n -= (model.lm_head.weight.size(0) - model.vocab_size) * model.config.n_embd
     return n
 
 
@@ -141,7 +145,10 @@ def build(family: str, profile: str, device: torch.device) -> tuple[nn.Module, d
             info = dict(batch_size=cfg["batch_size"], seq_len=cfg["bptt"], vocab_size=WORD_VOCAB,
                         model=f"{cfg['n_layers']}x{cfg['hidden_size']}")
         elif family == "gpt2":
-            model = GPT(gpt2_config(cfg["preset"], block_size=cfg["block_size"], dropout=cfg["dropout"]))
+            # on CUDA the vocabulary is padded to a multiple of 64 for fast matmuls, as in train_gpt2
+            pad = padded_vocab() if device.type == "cuda" else None
+            model = GPT(gpt2_config(cfg["preset"], block_size=cfg["block_size"], dropout=cfg["dropout"],
+                                    padded_vocab_size=pad))
             c = model.config
             info = dict(batch_size=cfg["batch_size"], seq_len=cfg["block_size"], vocab_size=c.vocab_size,
                         model=f"{cfg['preset']} (L{c.n_layer} H{c.n_head} C{c.n_embd})")
@@ -154,14 +161,13 @@ def build(family: str, profile: str, device: torch.device) -> tuple[nn.Module, d
 # ----------------------------------------------------------------------------- measurements
 
 def measure_training(model: nn.Module, family: str, info: dict, device: torch.device, steps: int, warmup: int,
-                     amp: torch.dtype | None, compile_model: bool) -> dict:
+                     amp: torch.dtype | None, compile: bool) -> dict:
     """tokens/s of full optimizer steps on random (B, T) batches, after `warmup` untimed steps."""
     B, T, V = info["batch_size"], info["seq_len"], info["vocab_size"]
     model.train()  # dropout on, as in real training: its masks cost time too
-    runner = torch.compile(model) if compile_model else model
-    # fused=True: one kernel updates every parameter instead of a handful per tensor (CUDA only)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 only: bf16 needs none
+    runner = compile_model(model, device, compile)
+    # the course's optimizer and step: fused AdamW on CUDA, loss scaling for fp16, clipping
+    stepper = OptimizerStep(make_optimizer(model, 1e-4, device=device), device, amp, grad_clip=1.0)
     gen = torch.Generator(device=device).manual_seed(0)
     # All batches made up front, on the device: the timed loop measures the model, not the data.
     data = torch.randint(V, (warmup + steps, B, T + 1), device=device, generator=gen)  # (S, B, T+1)
@@ -177,10 +183,8 @@ def measure_training(model: nn.Module, family: str, info: dict, device: torch.de
             else:
                 logits = runner(x)                                 # (B, T, V)
             loss = lm_loss(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        stepper.backward(loss)
+        stepper.step(model.parameters())
 
     for i in range(warmup):  # first steps allocate memory, pick kernels, compile: not timed
         step(i)

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import platform
 import random
+import warnings
 
 import torch
 
@@ -74,14 +75,15 @@ def describe_device(device: torch.device) -> str:
 
 def enable_tf32() -> None:
     """Let fp32 matmuls that autocast leaves in fp32 use TF32 tensor cores (10-bit mantissa,
-    plenty for training, several times faster than true fp32)."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9 spells it this way
-        matmul.fp32_precision = "tf32"
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-    else:
-        matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    plenty for training, several times faster than true fp32).
+
+    torch has two ways to say this: the older `set_float32_matmul_precision` and, since 2.9, the
+    per-backend `fp32_precision` flags. Mixing them makes `torch.get_float32_matmul_precision()`
+    raise, and torch.compile (Inductor) calls it while tuning kernels; so we use the older
+    call alone, which every torch since 1.12 understands and which sets both views consistently
+    (tests/test_device.py reads the precision back)."""
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype | None:
@@ -110,3 +112,51 @@ def can_compile(device: torch.device) -> bool:
     device needs Triton (Linux CUDA wheels ship it; Windows ones do not). On CPU we do not compile
     by default: building C++ kernels takes about a minute, more than the course's CPU runs save."""
     return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+class CompiledModel:
+    """Calls a torch.compile'd model, falling back to the plain model if compiling fails.
+
+    torch.compile is lazy: it compiles at the first call, so a missing compiler or an
+    unsupported operation shows up there, not when compile() is called. Then we say so loudly
+    (a warning and a printed line, with the first line of the error), and carry on eagerly: a
+    slower run, never a silent one. Only this model falls back: no process-wide switch such as
+    torch._dynamo.config.suppress_errors, which would hide failures of every other model too.
+
+    The compiled module shares its parameters with `model`, so the optimizer, the checkpoints
+    and evaluation keep using `model` itself.
+    """
+
+    def __init__(self, model: torch.nn.Module, backend: str | None = None):
+        self.model = model
+        self.backend = backend or "inductor"
+        self.compiled = torch.compile(model, backend=self.backend)
+        self.failed: str | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.failed is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # compiler missing, graph break it cannot handle, ...
+                first_line = (str(err).strip().splitlines() or [""])[0][:300]
+                self.failed = f"{type(err).__name__}: {first_line}"
+                message = (f"torch.compile ({self.backend}) failed, so this model now runs WITHOUT compiling "
+                           f"(slower, same results). Reason: {self.failed}")
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                print(f"warning: {message}", flush=True)
+        return self.model(*args, **kwargs)
+
+
+def compile_model(model: torch.nn.Module, device: torch.device, enabled: bool, backend: str | None = None):
+    """`model` itself, or a CompiledModel when compiling is asked for and worthwhile here.
+
+    backend=None: Inductor, on CUDA with Triton only (see can_compile); asked for elsewhere, we
+    print why it is skipped. A named backend (e.g. "eager" or "aot_eager", which need no
+    compiler) is honoured on any device: the tests use it to run the compile path on a CPU."""
+    if not enabled:
+        return model
+    if backend is None and not can_compile(device):
+        print(f"note: compile=True is ignored on {device.type}"
+              + ("" if device.type != "cuda" else " without Triton") + ": running the model eagerly.")
+        return model
+    return CompiledModel(model, backend)

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .device import amp_dtype_for, autocast
+from .optimization import IGNORE_INDEX, OptimizerStep, check_finite, lr_at, make_optimizer, set_lr
 from .paths import TASKS_DIR
 
-IGNORE = -100  # label value that cross_entropy skips
+IGNORE = IGNORE_INDEX  # label value that cross_entropy skips
 HOUSES = ("Lantern", "Anvil", "Tide", "Thorn")
 
 
@@ -48,20 +49,34 @@ def _rows(name: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+# The prompt of each task: the one place that spells out the prefixes (the notebooks, the
+# evaluation and the web app all build prompts through these, never by hand).
+def sorting_prompt(description: str) -> str:
+    return f"[SORTING] {description}\nHall:"
+
+
+def spell_prompt(effect: str) -> str:
+    return f"[SPELL] Effect: {effect}\nIncantation:"
+
+
+def chat_prompt(character: str, user_line: str) -> str:
+    return f"[CHAT] User to {character}: {user_line}\n{character.upper()}:"
+
+
 def load_examples(split: str, tasks=("sorting", "spell", "chat")) -> list[Example]:
     """All examples of one split ('train' or 'test') of the chosen tasks, in table order."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
     out: list[Example] = []
     if "sorting" in tasks:
-        out += [Example("sorting", f"[SORTING] {r['description']}\nHall:", f" {r['house']}", r["house"])
+        out += [Example("sorting", sorting_prompt(r["description"]), f" {r['house']}", r["house"])
                 for r in _rows("sorting") if r["split"] == split]
     if "spell" in tasks:
-        out += [Example("spell", f"[SPELL] Effect: {r['effect']}\nIncantation:", f" {r['incantation']}",
-                        r["incantation"]) for r in _rows("spells") if r["split"] == split]
+        out += [Example("spell", spell_prompt(r["effect"]), f" {r['incantation']}", r["incantation"])
+                for r in _rows("spells") if r["split"] == split]
     if "chat" in tasks:
-        out += [Example("chat", f"[CHAT] User to {r['character']}: {r['user']}\n{r['character'].upper()}:",
-                        f" {r['reply']}", r["reply"]) for r in _rows("chat") if r["split"] == split]
+        out += [Example("chat", chat_prompt(r["character"], r["user"]), f" {r['reply']}", r["reply"])
+                for r in _rows("chat") if r["split"] == split]
     return out
 
 
@@ -117,20 +132,12 @@ def completion_loss(model, x: torch.Tensor, labels: torch.Tensor, per_example: b
         return masked_loss(model(x), labels, per_example)
     keep = labels != IGNORE                                          # (B, T)
     h = model.hidden_states(x)[keep]                                 # (N, C): N labelled positions
-    nll = F.cross_entropy(model.lm_head(h), labels[keep], reduction="none")  # (N,)
+    nll = F.cross_entropy(model.logits(h), labels[keep], reduction="none")     # (N,)
     if not per_example:
         return nll.mean()
     rows = keep.nonzero(as_tuple=True)[0]                            # (N,) which example each came from
     sums = torch.zeros(x.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, nll)  # (B,)
     return (sums / keep.sum(dim=1).clamp(min=1)).mean()
-
-
-def lr_at(step: int, max_steps: int, peak_lr: float, warmup: int, min_ratio: float = 0.1) -> float:
-    """Linear warm-up to peak_lr, then cosine decay to min_ratio * peak_lr."""
-    if step < warmup:
-        return peak_lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-    return peak_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @dataclass
@@ -143,6 +150,9 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     mask_prompt: bool = True
     per_example: bool = True   # every example weighs the same (see masked_loss)
+    eval_interval: int = 50    # with dev examples: their loss every this many steps
+    keep_best: bool = True     # with dev examples: end with the weights of the best dev loss
+    checkpoint_path: str | None = None  # save the fine-tuned model here at the end
     seed: int = 1337
 
     @classmethod
@@ -157,25 +167,62 @@ class FinetuneHistory:
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    dev_steps: list[int] = field(default_factory=list)
+    dev_loss: list[float] = field(default_factory=list)
+    best_step: int | None = None
+    best_dev_loss: float = math.inf
     seconds: float = 0.0
 
 
+@torch.no_grad()
+def dev_loss(model, tokenizer, examples: list[Example], device="cpu", batch_size: int = 16,
+             per_example: bool = True) -> float:
+    """The masked completion loss on held-out examples (eval mode), averaged like training's."""
+    was_training = model.training
+    model.eval()
+    encoded = [encode_example(tokenizer, ex, model.block_size) for ex in examples]
+    total, n = 0.0, 0
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        x, y = (t.to(device) for t in pad_collate(chunk, tokenizer.eot_id))
+        total += completion_loss(model, x, y, per_example).float().item() * len(chunk)
+        n += len(chunk)
+    model.train(was_training)
+    return total / max(1, n)
+
+
 def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, device="cpu",
-             progress: bool = True) -> FinetuneHistory:
-    """Shuffled mini-batches of mixed tasks, AdamW with warm-up + cosine, masked loss."""
+             progress: bool = True, dev_examples: list[Example] | None = None,
+             checkpoint_meta: dict | None = None) -> FinetuneHistory:
+    """Shuffled mini-batches of mixed tasks, AdamW with warm-up + cosine, masked loss.
+
+    dev_examples: held-out examples (from the training tables, never the test split) scored every
+    `eval_interval` steps; with keep_best the model ends with the weights of the best dev loss."""
     if not examples:
         raise ValueError("No training examples: check the task tables and the split.")
     max_len = model.block_size
     encoded = [encode_example(tokenizer, ex, max_len, config.mask_prompt) for ex in examples]
     generator = torch.Generator().manual_seed(config.seed)
     device = torch.device(device)
+    model.to(device).train()  # before the optimizer: the fused CUDA AdamW needs the parameters there
     # The GPU speed-ups of training.train: bf16/fp16 autocast, loss scaling for fp16, fused AdamW.
     amp = amp_dtype_for(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay, betas=(0.9, 0.999), device=device)
+    stepper = OptimizerStep(optimizer, device, amp, config.grad_clip)
     history = FinetuneHistory()
-    model.to(device).train()
+    best_state = None
+
+    def score_dev(step: int) -> None:
+        nonlocal best_state
+        with autocast(device, amp):
+            loss = dev_loss(model, tokenizer, dev_examples, device, per_example=config.per_example)
+        history.dev_steps.append(step)
+        history.dev_loss.append(loss)
+        if loss < history.best_dev_loss:
+            history.best_dev_loss, history.best_step = loss, step
+            if config.keep_best:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
     order, cursor = torch.randperm(len(encoded), generator=generator).tolist(), 0
     start = time.perf_counter()
     for step in tqdm(range(config.max_steps), desc="fine-tuning", disable=not progress, mininterval=1.0):
@@ -184,24 +231,32 @@ def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, 
         batch = [encoded[i] for i in order[cursor:cursor + config.batch_size]]
         cursor += config.batch_size
         x, y = (t.to(device) for t in pad_collate(batch, tokenizer.eot_id))
+        if dev_examples and step % config.eval_interval == 0:
+            score_dev(step)
         lr = lr_at(step, config.max_steps, config.learning_rate, config.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         with autocast(device, amp):
             loss = completion_loss(model, x, y, config.per_example)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"Fine-tuning loss became {loss.item()} at step {step}: lower the learning rate.")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # plain loss.backward() unless fp16
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        check_finite(loss, step, lr)
+        stepper.backward(loss)
+        stepper.step(model.parameters())
         history.steps.append(step)
         history.loss.append(loss.item())
         history.lr.append(lr)
+    if dev_examples:
+        score_dev(config.max_steps)
     history.seconds = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)  # the best dev loss's weights, not the last step's
     model.eval()
+    if config.checkpoint_path:
+        from dataclasses import asdict
+
+        from .checkpoints import save_model
+
+        save_model(config.checkpoint_path, model, tokenizer, finetune_config=asdict(config),
+                   best_step=history.best_step, best_dev_loss=history.best_dev_loss if dev_examples else None,
+                   **(checkpoint_meta or {}))
     return history
 
 

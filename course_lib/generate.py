@@ -21,7 +21,8 @@ from .training import CheckpointError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m course_lib.generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", "-c", help="registry name (e.g. bigram, dropout, lstm, gpt2) or a .pt path")
+    p.add_argument("--checkpoint", "-c",
+                   help="registry name (e.g. bigram, dropout, lstm, gpt2), a .safetensors file, or a train_gpt2 --out folder")
     p.add_argument("--prompt", "-p", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=200)
     p.add_argument("--temperature", "-t", type=float, default=1.0)
@@ -41,8 +42,13 @@ def main(argv=None) -> int:
         if not rows:
             print("No checkpoints yet: run `make course` (or the notebooks) first.")
         for row in rows:
-            status = "ready" if row["has_weights"] else "metadata only: re-run its notebook"
-            print(f"{row['name']:<16} {row.get('model', '?'):<18} {row.get('parameters', 0):>12,} params  ({status})")
+            if row.get("broken"):
+                status = f"broken: {row['broken']}"
+            elif row["ready"]:
+                status = "ready" + (" (shipped reference model)" if row["source"] == "reference" else "")
+            else:
+                status = "metadata only: re-run its notebook"
+            print(f"{row['name']:<16} {str(row.get('model', '?')):<18} {row.get('parameters') or 0:>12,} params  ({status})")
         return 0 if args.list else 2
     try:
         loaded = load_model(args.checkpoint, args.output_dir, args.device)

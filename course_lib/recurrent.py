@@ -20,11 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoints import save_model
 from .models.lstm import detach_hidden
-from .training import EvalResult, TrainingDivergedError, lm_loss, save_checkpoint
+from .optimization import OptimizerStep, check_finite, make_optimizer, nll_sum
+from .training import EvalResult, lm_loss
 from .words import Vocab, tokenize_lines
 
 
@@ -108,12 +109,11 @@ def evaluate_recurrent(model: torch.nn.Module, data, bptt: int = 256, batch_size
     for x, y in bptt_windows(rows, bptt):
         x, y = x.to(device), y.to(device)
         logits, hidden = model(x, hidden)
-        total_nll += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                                     reduction="sum").item()
-        n_tokens += y.numel()
+        nll, count = nll_sum(logits, y)
+        total_nll += nll.item()
+        n_tokens += count
     model.train(was_training)
-    chars_per_token = n_chars / n_tokens if n_chars else 1.0
-    return EvalResult(loss=total_nll / n_tokens, n_tokens=n_tokens, chars_per_token=chars_per_token)
+    return EvalResult(loss=total_nll / n_tokens, n_tokens=n_tokens, n_chars=n_chars)
 
 
 # ----------------------------------------------------------------------------- training
@@ -175,37 +175,36 @@ class RecurrentHistory:
 
 
 def tbptt_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hidden,
-               optimizer: torch.optim.Optimizer, grad_clip: float | None = None):
+               stepper: OptimizerStep, step: int = 0):
     """One truncated-BPTT update on window (x, y), starting from the previous window's state.
 
     Returns (loss as a float, the new hidden state). The incoming state is detached first, so
-    backward() stops at the start of this window.
+    backward() stops at the start of this window. The stepper clips the global gradient norm:
+    LSTMs are prone to rare, huge gradients ("exploding gradients"), and clipping keeps one bad
+    window from wrecking the weights.
     """
     hidden = detach_hidden(hidden)
     logits, hidden = model(x, hidden)
     loss = lm_loss(logits, y)
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(
-            f"The loss became {loss.item()}. Training diverged: lower the learning rate "
-            "or keep gradient clipping on (grad_clip=0.25).")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        # LSTMs are prone to rare, huge gradients ("exploding gradients"); clipping the global
-        # norm keeps one bad window from wrecking the weights.
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    check_finite(loss, step, stepper.optimizer.param_groups[0]["lr"], f"grad_clip={stepper.grad_clip}")
+    stepper.backward(loss)
+    stepper.step(model.parameters())
     return loss.item(), hidden
 
 
 def train_recurrent(model: torch.nn.Module, train_data, val_data, config: RecurrentTrainConfig,
-                    device: torch.device | str = "cpu", progress: bool = True) -> RecurrentHistory:
+                    device: torch.device | str = "cpu", progress: bool = True, tokenizer=None,
+                    checkpoint_meta: dict | None = None) -> RecurrentHistory:
     """Train epoch by epoch with truncated BPTT, Adam and ReduceLROnPlateau; stop early when the
     validation loss has not improved for `config.patience` epochs; restore the best weights.
 
     train_data, val_data: 1-D streams of token ids. Returns the per-epoch history.
+    checkpoint_path (in config): the best epoch's model is saved there, with `tokenizer`.
     """
     config.validate()
+    if config.checkpoint_path and tokenizer is None:
+        raise ValueError("checkpoint_path is set but no tokenizer= (the Vocab) was given: a checkpoint keeps "
+                         "the tokenizer so the model can be used to write text later.")
     device = torch.device(device)
     model.to(device)
     torch.manual_seed(config.seed)  # dropout masks: the same run every time
@@ -213,8 +212,9 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
     n_win = num_windows(train_rows, config.bptt)
     if config.max_windows is not None:
         n_win = min(n_win, config.max_windows)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                                 weight_decay=config.weight_decay)
+    # Adam's usual betas (0.9, 0.999): the LSTM trains for whole epochs, not a few thousand steps.
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay, betas=(0.9, 0.999), device=device)
+    stepper = OptimizerStep(optimizer, device, None, config.grad_clip)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.lr_factor,
                                                            patience=config.lr_patience)
     history = RecurrentHistory()
@@ -229,7 +229,7 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
         hidden = model.init_hidden(config.batch_size, device)  # zero state at the start of the text
         total, count = 0.0, 0
         for _, (x, y) in zip(range(n_win), bptt_windows(train_rows, config.bptt)):
-            loss, hidden = tbptt_step(model, x, y, hidden, optimizer, config.grad_clip)
+            loss, hidden = tbptt_step(model, x, y, hidden, stepper, bar.n)
             total += loss * y.numel()
             count += y.numel()
             n_trained += y.numel()
@@ -248,10 +248,8 @@ def train_recurrent(model: torch.nn.Module, train_data, val_data, config: Recurr
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             epochs_without_gain = 0
             if config.checkpoint_path:
-                meta = {"train_config": asdict(config), "epoch": epoch, "val_loss": val.loss}
-                if hasattr(getattr(model, "config", None), "as_dict"):
-                    meta.update(model=type(model).__name__, config=model.config.as_dict())
-                save_checkpoint(config.checkpoint_path, model, meta=meta)
+                save_model(config.checkpoint_path, model, tokenizer, train_config=asdict(config), epoch=epoch,
+                           val_loss=val.loss, **(checkpoint_meta or {}))
         else:
             epochs_without_gain += 1
         bar.set_postfix(epoch=epoch, train=f"{total / count:.3f}", val_ppl=f"{val.perplexity:.1f}")

@@ -1,26 +1,46 @@
-"""The checkpoint registry: every notebook's trained model, found by name, rebuilt in one call.
+"""The checkpoint registry: every trained model of the course, found by name, rebuilt in one call.
 
-Each notebook saves `outputs/checkpoints/<name>.pt` (weights; git-ignored, remade by
-`make course`) and `<name>.json` (metadata: model kind, config, tokenizer, profile, metrics;
-committed). Notebook 12, `python -m course_lib.generate` and the web app all go through here:
+Each notebook (and `python -m course_lib.train`) saves `outputs/checkpoints/<name>.safetensors`
+(weights with their metadata inside; git-ignored, remade by `make course`) and `<name>.json` (a
+copy of the metadata; committed). The repository also ships a few small fp16 reference models
+in `outputs/reference_models/` so that generation works right after cloning; a model trained
+here with the same name replaces its reference copy when it is newer. Notebook 12,
+`python -m course_lib.generate` and the web app all go through here:
 
-    list_checkpoints()                 -> [{"name": "bigram", "model": "BigramLM", ...}, ...]
+    list_checkpoints()                 -> [{"name": "bigram", "model": "BigramLM", "ready": True, ...}, ...]
     loaded = load_model("dropout")     -> LoadedModel(model, tokenizer, meta)
     loaded.generate("WREN:", 200, temperature=0.8)
     loaded.evaluate_text(test_text)    -> EvalResult with bits per character
+
+One damaged file never hides the others: it is listed with `broken` (the reason) instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .training import CheckpointError, load_checkpoint
+from .checkpoints import (META_SUFFIX, WEIGHTS_SUFFIX, CheckpointError, build_model,  # noqa: F401
+                          build_tokenizer, checkpoint_paths, load_model as load_checkpoint_file, read_meta)
+from .paths import REPO_ROOT
 from .paths import output_dir as default_output_dir
+
+# The small fp16 models committed with the repository (see README, "Models ready after clone").
+REFERENCE_DIR = REPO_ROOT / "outputs" / "reference_models"
+
+
+def reference_dir() -> Path | None:
+    """Where the shipped reference models are; COURSE_REFERENCE_MODELS=<folder> moves it and
+    COURSE_REFERENCE_MODELS=none switches them off (the tests do, to see only what they train)."""
+    chosen = os.environ.get("COURSE_REFERENCE_MODELS", "")
+    if chosen.lower() == "none":
+        return None
+    return Path(chosen).expanduser() if chosen else REFERENCE_DIR
 
 # The notebook that writes each checkpoint, for "how do I get it?" messages.
 WRITTEN_BY = {"bigram": "02_bigram", "self_attention": "03_self_attention", "multi_head": "04_multi_head",
@@ -32,53 +52,70 @@ def checkpoints_dir(output_dir=None) -> Path:
     return Path(output_dir or default_output_dir()) / "checkpoints"
 
 
-def list_checkpoints(output_dir=None) -> list[dict]:
-    """Metadata of every registered checkpoint, with `name` and `has_weights` added."""
-    rows = []
-    for meta_path in sorted(checkpoints_dir(output_dir).glob("*.json")):
+def _read_json_object(path: Path) -> dict:
+    """A metadata copy as a dict, or CheckpointError saying what is wrong with it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as err:
+        raise CheckpointError(f"{path.name} is not readable JSON ({type(err).__name__})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name} holds JSON that is not an object")
+    return data
+
+
+def _rows_in(folder: Path, source: str) -> dict[str, dict]:
+    """One row per checkpoint in a folder: from the weights' own header where weights exist,
+    else from the metadata copy ("metadata only": trained elsewhere, weights not here)."""
+    rows: dict[str, dict] = {}
+    if not folder.is_dir():
+        return rows
+    for weights in sorted(folder.glob(f"*{WEIGHTS_SUFFIX}")):
+        name = weights.name[: -len(WEIGHTS_SUFFIX)]
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            continue  # a damaged metadata file is skipped here; load_model reports it by name
-        weights = meta_path.with_suffix(".pt")
-        rows.append({"name": meta_path.stem, "has_weights": weights.exists(), **meta})
+            meta = read_meta(weights)
+            rows[name] = {**meta, "name": name, "ready": True, "has_weights": True, "source": source,
+                          "path": str(weights)}
+        except CheckpointError as err:
+            warnings.warn(f"skipping checkpoint {weights}: {err}", stacklevel=3)
+            rows[name] = {"name": name, "ready": False, "has_weights": True, "source": source,
+                          "path": str(weights), "broken": str(err)}
+    for meta_path in sorted(folder.glob(f"*{META_SUFFIX}")):
+        name = meta_path.name[: -len(META_SUFFIX)]
+        if name in rows:
+            continue
+        try:
+            meta = _read_json_object(meta_path)
+            rows[name] = {**meta, "name": name, "ready": False, "has_weights": False, "source": source,
+                          "path": str(checkpoint_paths(meta_path)[0])}
+        except CheckpointError as err:
+            warnings.warn(f"skipping {meta_path}: {err}", stacklevel=3)
+            rows[name] = {"name": name, "ready": False, "has_weights": False, "source": source,
+                          "path": str(meta_path), "broken": str(err)}
     return rows
+
+
+def list_checkpoints(output_dir=None, include_reference: bool = True) -> list[dict]:
+    """Every known checkpoint, one row per name: the trained one where it is ready and at least
+    as new as the shipped reference copy, else the reference copy. Never raises for a bad file:
+    such a row has `ready` False and `broken` set to the reason."""
+    trained = _rows_in(checkpoints_dir(output_dir), "trained")
+    ref_dir = reference_dir() if include_reference else None
+    reference = _rows_in(ref_dir, "reference") if ref_dir is not None else {}
+    rows = dict(reference)
+    for name, row in trained.items():
+        ref = reference.get(name)
+        newer = ref is None or not ref["ready"] or str(row.get("saved_at", "")) >= str(ref.get("saved_at", ""))
+        if row["ready"] and newer or not (ref and ref["ready"]):
+            rows[name] = row
+    return [rows[name] for name in sorted(rows)]
 
 
 def _missing_message(name: str, known: list[str]) -> str:
     notebook = WRITTEN_BY.get(name)
-    how = (f"run notebooks/{notebook}.ipynb (or `make course`)" if notebook
+    how = (f"run notebooks/{notebook}.ipynb (or `make course`, or `python -m course_lib.train`)" if notebook
            else "check the name")
     have = ", ".join(known) or "none yet"
     return f"No trained checkpoint {name!r}: {how}. Available: {have}."
-
-
-def build_tokenizer(spec: dict):
-    kind = spec.get("kind") or spec.get("type")
-    if kind == "char":
-        from .tokenizers import CharTokenizer
-        return CharTokenizer.from_dict(spec)
-    if kind == "gpt2-bpe":
-        from .bpe import BPETokenizer
-        return BPETokenizer()
-    if kind == "word":
-        from .words import Vocab
-        return Vocab.from_dict(spec)
-    raise CheckpointError(f"Unknown tokenizer kind {kind!r} in checkpoint metadata.")
-
-
-def build_model(meta: dict) -> torch.nn.Module:
-    kind = meta.get("model")
-    if kind == "BigramLM":
-        from .models import BigramLM
-        return BigramLM(meta["vocab_size"])
-    if kind == "GPT":
-        from .models import GPT, GPTConfig
-        return GPT(GPTConfig(**meta["config"]))
-    if kind == "LSTMLanguageModel":
-        from .models.lstm import LSTMConfig, LSTMLanguageModel
-        return LSTMLanguageModel(LSTMConfig(**meta["config"]))
-    raise CheckpointError(f"Unknown model kind {kind!r} in checkpoint metadata.")
 
 
 @dataclass
@@ -165,36 +202,32 @@ class LoadedModel:
             return evaluate_recurrent(self.model, ids, bptt=64, batch_size=1, n_chars=len(text))
         ids = as_tensor(self.tokenizer.encode(text))
         block = self.model.block_size if getattr(self.model, "block_size", 1) > 1 else 256
-        result = evaluate(self.model, sequential_batches(ids, block, device=self.device))
-        result.chars_per_token = len(text) / result.n_tokens
-        return result
+        # the first token is never predicted: the characters scored are those after it
+        n_chars = len(text) - len(self.tokenizer.decode(ids[:1].tolist()))
+        return evaluate(self.model, sequential_batches(ids, block, device=self.device), n_chars=n_chars)
 
 
 def load_model(name: str, output_dir=None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild a registered model by name (e.g. "dropout", "gpt2") or from a .pt path."""
-    if str(name).endswith(".pt") or os.sep in str(name):
-        weights = Path(name)
-        meta_path = weights.with_suffix(".json")
-        name = weights.stem
+    """Rebuild a registered model by name (e.g. "dropout", "gpt2"), or from a checkpoint path
+    (a .safetensors / .json file, or a training run's folder holding model.safetensors)."""
+    path = Path(str(name))
+    if path.is_dir():
+        path = path / "model"
+    if os.sep in str(name) or "/" in str(name) or str(name).endswith((WEIGHTS_SUFFIX, META_SUFFIX, ".pt")):
+        weights = checkpoint_paths(path)[0]
+        display = weights.name[: -len(WEIGHTS_SUFFIX)]
     else:
-        meta_path = checkpoints_dir(output_dir) / f"{name}.json"
-        weights = meta_path.with_suffix(".pt")
-    known = [row["name"] for row in list_checkpoints(output_dir) if row["has_weights"]]
+        rows = {row["name"]: row for row in list_checkpoints(output_dir)}
+        row = rows.get(name)
+        known = [n for n, r in rows.items() if r["ready"]]
+        if row is None or (not row["ready"] and "broken" not in row):
+            raise CheckpointError(_missing_message(name, known))
+        if "broken" in row:
+            raise CheckpointError(f"Checkpoint {name!r} is damaged: {row['broken']}. Delete {row['path']} and "
+                                  f"re-train it. Available: {', '.join(known) or 'none'}.")
+        weights, display = Path(row["path"]), name
     if not weights.exists():
-        raise CheckpointError(_missing_message(name, known))
-    payload = load_checkpoint(weights, map_location="cpu")
-    meta = payload["meta"]
-    if not meta and meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if "model" not in meta or "tokenizer" not in meta:
-        raise CheckpointError(f"{weights} has no model/tokenizer metadata; re-run the notebook that wrote it.")
-    model = build_model(meta)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{weights} does not match its own metadata ({str(err).splitlines()[0]}); "
-                              "delete it and re-run the notebook that wrote it.") from err
+        raise CheckpointError(f"No checkpoint at {weights}: train it first, or check the path.")
     device = torch.device(device)
-    model.to(device).eval()
-    return LoadedModel(name=name, model=model, tokenizer=build_tokenizer(meta["tokenizer"]), meta=meta,
-                       device=device)
+    loaded = load_checkpoint_file(weights, device=device)
+    return LoadedModel(name=display, model=loaded.model, tokenizer=loaded.tokenizer, meta=loaded.meta, device=device)

@@ -31,8 +31,17 @@ On CUDA: bf16 autocast (fp16 + GradScaler on GPUs without bf16), TF32, fused Ada
 host memory with non_blocking copies, and no waiting for the GPU except when a log line, an
 evaluation or a checkpoint needs numbers.
 
-Outputs in --out: checkpoint.pt (the latest; written by rank 0 only, atomically) and
-summary.json (the loss of every step, written at the end).
+Outputs in --out (written by rank 0 only, atomically; see course_lib.checkpoints):
+    model.safetensors + model.json   the latest weights, usable at once by
+                                     `python -m course_lib.generate --checkpoint <out>`
+    model.resume.pt                  optimizer state, step and losses for --resume
+    best.safetensors + best.json     with --eval-every: the weights of the best validation loss
+    summary.json                     the loss of every step, written at the end
+
+--compile runs the steps through torch.compile (CUDA with Triton; a failure is reported and the
+run continues uncompiled). On CUDA the vocabulary is padded to a multiple of 64 (50,257 ->
+50,304) for faster matmuls; the padding's logits are never sampled or scored (--pad-vocab no
+switches it off).
 """
 
 from __future__ import annotations
@@ -51,13 +60,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .batching import as_tensor, fixed_batches, get_batch
-from .device import amp_dtype_for, autocast, describe_device, enable_tf32, pick_device
-from .finetune import lr_at
+from .checkpoints import CheckpointError, checkpoint_paths, load_state, read_meta, read_resume, save_model
+from .device import amp_dtype_for, autocast, compile_model, describe_device, enable_tf32, pick_device
 from .models import GPT
-from .models.gpt2 import GPT2_PRESETS, gpt2_config
-from .training import TrainingDivergedError, lm_loss
+from .models.gpt2 import GPT2_PRESETS, gpt2_config, padded_vocab
+from .optimization import OptimizerStep, TrainingDivergedError, lr_at, make_optimizer, nll_sum, set_lr
+from .training import lm_loss
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "model"   # -> model.safetensors, model.json, model.resume.pt
+BEST = "best"          # -> best.safetensors, best.json (with --eval-every)
 SUMMARY = "summary.json"
 # The settings that define a trajectory: a resumed run must use the same ones.
 TRAJECTORY_KEYS = ("preset", "block_size", "global_batch", "lr", "seed", "corpus", "warmup_steps", "weight_decay",
@@ -93,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop (with a checkpoint) after this step, as if the job were pre-empted; for tests/demos")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (under torchrun: auto, cpu or cuda; each process takes cuda:LOCAL_RANK)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training steps (CUDA with Triton)")
+    p.add_argument("--pad-vocab", choices=("auto", "yes", "no"), default="auto",
+                   help="pad the vocabulary to a multiple of 64 for faster GPU matmuls (auto: on CUDA only)")
     return p
 
 
@@ -158,6 +173,21 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
 
 
+def distributed_backend(device_pref: str, cuda_available: bool) -> str:
+    """"nccl" (one GPU per process) or "gloo" (CPU processes) for a --device under torchrun.
+    Never a silent fallback: a GPU that was asked for and is missing is an error."""
+    pref = (device_pref or "auto").lower()
+    if pref.startswith("cuda:"):
+        raise ValueError(f"--device {device_pref} cannot be used under torchrun: each process takes the GPU of "
+                         "its LOCAL_RANK. Pass --device cuda (or auto), and choose GPUs with CUDA_VISIBLE_DEVICES.")
+    if pref == "cuda" and not cuda_available:
+        raise ValueError("--device cuda was asked for but this torch sees no CUDA GPU. Use --device cpu "
+                         "(gloo, CPU processes) or install a CUDA build of torch (README, 'GPU users').")
+    if pref not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"Unknown --device {device_pref!r} under torchrun: use auto, cpu or cuda.")
+    return "nccl" if pref != "cpu" and cuda_available else "gloo"
+
+
 def setup_processes(device_pref: str) -> Dist:
     """Single process: just pick the device. Under torchrun: join the process group that torchrun's
     environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) describe, one device per
@@ -166,7 +196,7 @@ def setup_processes(device_pref: str) -> Dist:
         return Dist(device=pick_device(device_pref))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    use_cuda = distributed_backend(device_pref, torch.cuda.is_available()) == "nccl"
     if use_cuda:
         device = torch.device("cuda", local_rank)   # rank r of this node drives GPU r
         torch.cuda.set_device(device)
@@ -228,16 +258,6 @@ def rank_batch(train_ids: torch.Tensor, step: int, args, d: Dist) -> tuple[torch
 
 # ----------------------------------------------------------------------------- model & optimizer
 
-def make_optimizer(model: GPT, args, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices (embeddings included) and none on biases and
-    LayerNorm gains: decaying those only pulls the network towards zero offsets and unit-less
-    norms without regularising anything. Betas (0.9, 0.95) as in GPT-2/3 pre-training."""
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix appears once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
-
-
 @torch.no_grad()
 def evaluate(model: GPT, val_batches, d: Dist, amp) -> float:
     """Mean validation loss per token; the fixed batches are shared out round-robin over ranks."""
@@ -246,9 +266,9 @@ def evaluate(model: GPT, val_batches, d: Dist, amp) -> float:
     for i in range(d.rank, len(val_batches), d.world_size):
         x, y = (t.to(d.device) for t in val_batches[i])
         with autocast(d.device, amp):
-            logits = model(x)
-        totals[0] += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
-        totals[1] += y.numel()
+            nll, count = nll_sum(model(x), y)
+        totals[0] += nll
+        totals[1] += count
     if d.distributed:
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     model.train()
@@ -262,39 +282,44 @@ def run_config(args, world_size: int, accum: int) -> dict:
     return {**{k: getattr(args, k) for k in keys}, "world_size": world_size, "accumulation_steps": accum}
 
 
-def save_checkpoint(path: Path, model: GPT, optimizer, step: int, state: dict, config: dict) -> None:
-    """Rank 0 only. Written to a temporary name and renamed: a crash mid-write leaves the previous
-    checkpoint intact, never a half-written one."""
-    payload = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_config": model.config.as_dict(),
-        "optimizer": optimizer.state_dict(),
-        "step": step,                       # steps completed = the next step to run
-        # the data order and every random draw are functions of (seed, step): this is their position
-        "rng": {"seed": config["seed"], "next_step": step,
-                "scheme": "data of step s: torch.Generator(seed * 2**32 + s); dropout RNG re-seeded per step"},
-        "losses": state["losses"],
-        "val_losses": state["val_losses"],
-        "config": config,
-        "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(out: Path, model: GPT, stepper: OptimizerStep, step: int, state: dict, config: dict) -> Path:
+    """Rank 0 only: the course's checkpoint format (usable by generate, the app, notebook 12)
+    with a resume section. The data order and every random draw are functions of (seed, step),
+    so the step number is the whole position of the run."""
+    from .bpe import BPETokenizer
+
+    resume = {**stepper.state_dict(), "step": step, "losses": state["losses"], "val_losses": state["val_losses"],
+              "config": config,
+              "rng": {"seed": config["seed"], "next_step": step,
+                      "scheme": "data of step s: torch.Generator(seed * 2**32 + s); dropout RNG re-seeded per step"}}
+    return save_model(out / CHECKPOINT, model, BPETokenizer(), resume=resume, producer="train_gpt2",
+                      corpus=config["corpus"], preset=config["preset"], step=step, run_config=config,
+                      val_loss=state["val_losses"][-1][1] if state["val_losses"] else None)
 
 
-def load_for_resume(path: Path, model: GPT, optimizer, args, d: Dist) -> dict:
-    payload = torch.load(path, map_location=d.device, weights_only=True)  # tensors and plain data only
-    saved = payload["config"]
+def load_for_resume(out: Path, model: GPT, stepper: OptimizerStep, args, d: Dist) -> dict:
+    """Load weights and optimizer state to continue a run; refuse one of other settings."""
+    try:
+        meta = read_meta(out / CHECKPOINT)
+        payload = read_resume(out / CHECKPOINT, meta, map_location=d.device)
+        saved = payload["config"]
+    except CheckpointError as err:
+        stop(d, f"error: cannot resume: {err}")
+    except KeyError:
+        stop(d, f"error: cannot resume: {checkpoint_paths(out / CHECKPOINT)[2]} is not a train_gpt2 resume state. "
+                "Start a fresh run in another --out folder.")
     if not args.warmup_given:  # the default depends on --steps, which a resumed run may extend
         args.warmup_steps = saved["warmup_steps"]
     different = {k: (saved.get(k), getattr(args, k)) for k in TRAJECTORY_KEYS if saved.get(k) != getattr(args, k)}
     if different:
         listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items())
-        stop(d, f"error: {path} was written with other settings ({listed}). Resume with the same "
+        stop(d, f"error: {out / CHECKPOINT} was written with other settings ({listed}). Resume with the same "
                 "settings, or start a fresh run in another --out folder.")
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
+    try:
+        load_state(model, out / CHECKPOINT, meta)
+    except CheckpointError as err:
+        stop(d, f"error: cannot resume: {err}")
+    stepper.load_state_dict(payload)
     return payload
 
 
@@ -302,7 +327,7 @@ def load_for_resume(path: Path, model: GPT, optimizer, args, d: Dist) -> dict:
 
 def train(args, accum: int, d: Dist) -> dict:
     out = Path(args.out)
-    ckpt_path = out / CHECKPOINT
+    ckpt_path = checkpoint_paths(out / CHECKPOINT)[0]
     if ckpt_path.exists() and not args.resume:
         stop(d, f"error: {ckpt_path} already exists. Pass --resume to continue that run, or choose "
                 "another --out folder.")
@@ -315,14 +340,18 @@ def train(args, accum: int, d: Dist) -> dict:
                                 seed=args.seed + 1)
 
     torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    pad = args.pad_vocab == "yes" or (args.pad_vocab == "auto" and d.device.type == "cuda")
     with torch.device(d.device):
-        model = GPT(gpt2_config(args.preset, block_size=args.block_size, dropout=args.dropout))
-    optimizer = make_optimizer(model, args, d.device)
+        model = GPT(gpt2_config(args.preset, block_size=args.block_size, dropout=args.dropout,
+                                padded_vocab_size=padded_vocab() if pad else None))
+    # AdamW with decay on the matrices only; betas (0.9, 0.95) as in GPT-2/3 pre-training.
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, betas=(0.9, 0.95), device=d.device)
+    stepper = OptimizerStep(optimizer, d.device, amp, args.grad_clip)  # fp16 loss scaling, clipping, step
     state = {"losses": [], "val_losses": []}
     start_step = 0
     if args.resume:
         if ckpt_path.exists():
-            payload = load_for_resume(ckpt_path, model, optimizer, args, d)
+            payload = load_for_resume(out, model, stepper, args, d)
             start_step, state = payload["step"], {"losses": payload["losses"], "val_losses": payload["val_losses"]}
             if payload["config"]["steps"] != args.steps:
                 log(d, f"warning: the checkpoint's run had --steps {payload['config']['steps']}, now {args.steps}: "
@@ -335,12 +364,13 @@ def train(args, accum: int, d: Dist) -> dict:
     # DDP averages the gradients across processes during backward, bucket by bucket, overlapping
     # the communication with the rest of the backward pass.
     ddp_model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.distributed else model
-    scaler = torch.amp.GradScaler(d.device.type, enabled=amp == torch.float16)  # fp16 needs loss scaling
+    step_model = compile_model(ddp_model, d.device, args.compile)  # shares ddp_model's weights
     tokens_per_step = args.global_batch * args.block_size
     log(d, f"{describe_device(d.device)} | processes: {d.world_size}")
     log(d, f"{args.preset}: {model.num_parameters():,} parameters, T={args.block_size} | global batch "
            f"{args.global_batch} = {d.world_size} process(es) x {accum} accumulation step(s) x micro batch "
-           f"{args.micro_batch} | {len(train_ids):,} training tokens | autocast: {amp or 'off (fp32)'}")
+           f"{args.micro_batch} | {len(train_ids):,} training tokens | autocast: {amp or 'off (fp32)'}"
+           + (f" | vocabulary padded to {model.config.padded_vocab_size:,}" if pad else ""))
 
     end_step = args.steps if args.stop_after is None else min(args.steps, args.stop_after)
     pending: list[torch.Tensor] = []     # per-step losses still on the device (not yet synced)
@@ -363,10 +393,21 @@ def train(args, accum: int, d: Dist) -> dict:
         log(d, f"step {step:6d} | loss {losses[-1]:.4f} | lr {lr:.2e} | {tok_s:,.0f} tokens/s")
         last_time, last_step = now, step
 
+    def validate(step: int) -> None:
+        """Validation loss (every rank takes part); rank 0 keeps the best weights in best.*."""
+        loss = evaluate(model, val_batches, d, amp)
+        best_before = min((v for _, v in state["val_losses"]), default=float("inf"))
+        state["val_losses"].append([step, loss])
+        log(d, f"step {step:6d} | val loss {loss:.4f}")
+        if d.main and args.eval_every and loss < best_before:
+            from .bpe import BPETokenizer
+
+            save_model(out / BEST, model, BPETokenizer(), producer="train_gpt2", corpus=config["corpus"],
+                       preset=config["preset"], step=step, val_loss=loss, run_config=config)
+
     for step in range(start_step, end_step):
         lr = lr_at(step, args.steps, args.lr, args.warmup_steps, args.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         torch.manual_seed(step_seed(args.seed, step) + d.rank)  # dropout masks: a function of (seed, step, rank)
         x, y = rank_batch(train_ids, step, args, d)              # (G/W, T) each
         step_loss = torch.zeros((), device=d.device)
@@ -377,36 +418,29 @@ def train(args, accum: int, d: Dist) -> dict:
             sync_ctx = ddp_model.no_sync() if d.distributed and not last else contextlib.nullcontext()
             with sync_ctx:
                 with autocast(d.device, amp):
-                    loss = lm_loss(ddp_model(x[rows]), y[rows])   # mean over micro_batch * T tokens
-                scaler.scale(loss / accum).backward()
+                    loss = lm_loss(step_model(x[rows]), y[rows])  # mean over micro_batch * T tokens
+                stepper.backward(loss / accum)
             step_loss += loss.detach() / accum
-        if args.grad_clip:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones (no-op without fp16)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        stepper.step(model.parameters())  # unscale (fp16), clip, AdamW step, zero the gradients
         pending.append(step_loss)
         done = step + 1
         if done % args.log_every == 0 or done == end_step:
             flush(done)
         if args.eval_every and done % args.eval_every == 0 and done != end_step:
             flush(done)
-            state["val_losses"].append([done, evaluate(model, val_batches, d, amp)])
-            log(d, f"step {done:6d} | val loss {state['val_losses'][-1][1]:.4f}")
+            validate(done)
         if args.save_every and done % args.save_every == 0 and done != end_step:
             flush(done)
             if d.main:
-                save_checkpoint(ckpt_path, model, optimizer, done, state, config)
+                save_checkpoint(out, model, stepper, done, state, config)
                 log(d, f"checkpoint: {ckpt_path} (step {done})")
     flush(end_step)
     seconds = time.perf_counter() - run_start
     finished = end_step >= args.steps
     if finished and start_step < end_step:
-        state["val_losses"].append([end_step, evaluate(model, val_batches, d, amp)])
-        log(d, f"step {end_step:6d} | val loss {state['val_losses'][-1][1]:.4f}")
+        validate(end_step)
     if d.main and start_step < end_step:
-        save_checkpoint(ckpt_path, model, optimizer, end_step, state, config)
+        save_checkpoint(out, model, stepper, end_step, state, config)
         log(d, f"checkpoint: {ckpt_path} (step {end_step})")
     summary = {
         "config": config, "device": describe_device(d.device), "parameters": model.num_parameters(),

@@ -143,11 +143,11 @@ class Vocab:
 
     def to_dict(self) -> dict:
         """Plain data for a checkpoint's meta (ids are list positions)."""
-        return {"type": "word", "tokenizer": "basic_english", "itos": list(self.itos)}
+        return {"kind": "word", "tokenizer": "basic_english", "itos": list(self.itos)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocab":
-        if not isinstance(data, dict) or data.get("type") != "word" or "itos" not in data:
+        if not isinstance(data, dict) or data.get("kind") != "word" or "itos" not in data:
             raise ValueError("Not a word vocabulary: expected the dict written by Vocab.to_dict().")
         return cls(data["itos"])
 

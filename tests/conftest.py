@@ -20,6 +20,8 @@ def isolated_env(tmp_path, monkeypatch):
             monkeypatch.delenv(key)
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    # Only what a test trains itself: the shipped reference models would show up in every listing.
+    monkeypatch.setenv("COURSE_REFERENCE_MODELS", "none")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
     torch.manual_seed(0)
     yield

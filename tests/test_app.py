@@ -15,7 +15,7 @@ from course_lib.app import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, create_app, exposur
 from course_lib.models import GPT, BigramLM, GPTConfig
 from course_lib.models.lstm import LSTMConfig, LSTMLanguageModel
 from course_lib.registry import load_model
-from course_lib.training import save_checkpoint
+from course_lib.checkpoints import save_model
 from course_lib.words import Vocab
 
 PROMPTS = {"bigram": "WREN:", "dropout": "ODO: Moon", "lstm": "the tide"}
@@ -36,18 +36,14 @@ def registry(tmp_path, tokenizer):
     ck = tmp_path / "checkpoints"
     V = tokenizer.vocab_size
     run = {"profile": "smoke", "corpus": "bundled"}
-    save_checkpoint(ck / "bigram.pt", BigramLM(V), meta={"model": "BigramLM", "vocab_size": V,
-                                                          "tokenizer": tokenizer.to_dict(), **run})
+    save_model(ck / "bigram", BigramLM(V), tokenizer, **run)
     cfg = GPTConfig(vocab_size=V, block_size=16, n_embd=16, n_head=2, n_layer=1)
-    save_checkpoint(ck / "dropout.pt", GPT(cfg), meta={"model": "GPT", "config": cfg.as_dict(),
-                                                        "tokenizer": tokenizer.to_dict(), **run})
+    save_model(ck / "dropout", GPT(cfg), tokenizer, **run)
     vocab = Vocab.from_text("the tide came in and the tide went out\n" * 5, min_freq=1)
     lcfg = LSTMConfig(vocab_size=len(vocab), emb_size=8, hidden_size=8, n_layers=1, tie_weights=True)
-    save_checkpoint(ck / "lstm.pt", LSTMLanguageModel(lcfg),
-                    meta={"model": "LSTMLanguageModel", "config": lcfg.as_dict(), "tokenizer": vocab.to_dict()})
-    save_checkpoint(ck / "residual.pt", BigramLM(V), meta={"model": "BigramLM", "vocab_size": V,
-                                                            "tokenizer": tokenizer.to_dict()})
-    (ck / "residual.pt").unlink()  # metadata only: listed, not usable
+    save_model(ck / "lstm", LSTMLanguageModel(lcfg), vocab)
+    save_model(ck / "residual", BigramLM(V), tokenizer)
+    (ck / "residual.safetensors").unlink()  # metadata only: listed, not usable
     return tmp_path
 
 
@@ -152,8 +148,7 @@ def test_stream_sends_start_one_event_per_piece_and_done(client, name):
 def test_a_bpe_model_streams_whole_characters(tmp_path):
     """GPT-2's tokenizer (setup fetched its table): any text is a valid prompt, pieces are text."""
     cfg = GPTConfig(vocab_size=50257, block_size=16, n_embd=8, n_head=2, n_layer=1)
-    save_checkpoint(tmp_path / "checkpoints" / "gpt2.pt", GPT(cfg),
-                    meta={"model": "GPT", "config": cfg.as_dict(), "tokenizer": {"kind": "gpt2-bpe"}})
+    save_model(tmp_path / "checkpoints" / "gpt2", GPT(cfg), {"kind": "gpt2-bpe"})
     client = create_app(tmp_path).test_client()
     assert client.get("/api/models").get_json()[0]["vocab_size"] == 50257
     request = {"model": "gpt2", "prompt": "Caf\u00e9 \u2603 WREN:", "max_new_tokens": 12, "seed": 4}
@@ -265,10 +260,10 @@ def test_a_refusal_from_the_library_is_still_a_400(app, client, monkeypatch):
     assert response.status_code == 400 and "not in the vocabulary" in response.get_json()["error"]
 
 
-def test_a_corrupt_checkpoint_is_a_500_that_says_how_to_fix_it(registry, client):
-    (registry / "checkpoints" / "bigram.pt").write_bytes(b"junk")
+def test_a_corrupt_checkpoint_is_refused_by_name_and_the_others_still_work(registry, client):
+    (registry / "checkpoints" / "bigram.safetensors").write_bytes(b"junk")
     response = client.post("/api/generate", json=body("bigram"))
-    assert response.status_code == 500 and "corrupt" in response.get_json()["error"]
+    assert response.status_code == 400 and "damaged" in response.get_json()["error"]
     assert client.post("/api/generate", json=body("dropout")).status_code == 200
 
 
@@ -309,9 +304,7 @@ def test_a_rewritten_checkpoint_is_reloaded(client, registry, tokenizer):
     retrained = BigramLM(tokenizer.vocab_size)
     with torch.no_grad():
         retrained.table.weight[:, tokenizer.stoi["O"]] = 50.0  # now it only ever writes "O"
-    path = registry / "checkpoints" / "bigram.pt"
-    save_checkpoint(path, retrained, meta={"model": "BigramLM", "vocab_size": tokenizer.vocab_size,
-                                           "tokenizer": tokenizer.to_dict()})
+    path = save_model(registry / "checkpoints" / "bigram", retrained, tokenizer)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime, however coarse the clock
     assert client.post("/api/generate", json=body("bigram")).get_json()["completion"] == "O" * 20
 

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 
 from course_lib.app import create_app
 from course_lib.models import GPT, GPTConfig
-from course_lib.training import save_checkpoint
+from course_lib.checkpoints import save_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -62,9 +62,7 @@ def browser(tmp_path):
 def served_app(tmp_path, tokenizer):
     """A tiny character-level GPT in a registry under tmp_path, served on 127.0.0.1:<free port>."""
     cfg = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_embd=16, n_head=2, n_layer=1)
-    save_checkpoint(tmp_path / "checkpoints" / "dropout.pt", GPT(cfg),
-                    meta={"model": "GPT", "config": cfg.as_dict(), "tokenizer": tokenizer.to_dict(),
-                          "profile": "smoke", "corpus": "bundled"})
+    save_model(tmp_path / "checkpoints" / "dropout", GPT(cfg), tokenizer, profile="smoke", corpus="bundled")
     app = create_app(tmp_path)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -9,7 +9,9 @@ from course_lib.profiles import settings_for
 from course_lib.recurrent import (RecurrentTrainConfig, autograd_graph_size, batchify, bptt_windows,
                                   evaluate_recurrent, generate_word_ids, generate_words, tbptt_step,
                                   train_recurrent)
-from course_lib.training import LN2, load_checkpoint
+from course_lib.checkpoints import load_model, save_model
+from course_lib.optimization import OptimizerStep
+from course_lib.training import LN2
 from course_lib.words import Vocab
 
 
@@ -140,7 +142,7 @@ def test_autograd_graph_does_not_grow_across_windows_when_detached():
     hidden = model.init_hidden(4)
     sizes = []
     for _, (x, y) in zip(range(4), bptt_windows(data, 6)):
-        _, hidden = tbptt_step(model, x, y, hidden, optimizer)
+        _, hidden = tbptt_step(model, x, y, hidden, OptimizerStep(optimizer))
         sizes.append(autograd_graph_size(hidden[0]))
     assert len(set(sizes)) == 1                                    # the same graph for every window
     # The measurement is sensitive: without detaching, each window's graph contains all earlier ones.
@@ -167,7 +169,7 @@ def test_backward_stops_at_the_window_boundary():
     assert start[0].grad is not None
     # ... the training step detaches, so nothing flows back into window 1.
     start, hidden = state_after_window_1()
-    tbptt_step(model, x2, y2, hidden, torch.optim.SGD(model.parameters(), lr=0.0))
+    tbptt_step(model, x2, y2, hidden, OptimizerStep(torch.optim.SGD(model.parameters(), lr=0.0)))
     assert start[0].grad is None
 
 
@@ -207,28 +209,26 @@ def test_early_stopping_restores_the_best_epoch_and_saves_it(tmp_path):
     train_ids, val_ids = pattern(150, [0, 1, 2, 3]), pattern(30, [3, 2, 1, 0])
     model = tiny(V=4)
     config = RecurrentTrainConfig(max_epochs=20, batch_size=4, bptt=8, learning_rate=3e-2, patience=2,
-                                  checkpoint_path=str(tmp_path / "best.pt"))
-    history = train_recurrent(model, train_ids, val_ids, config, progress=False)
+                                  checkpoint_path=str(tmp_path / "best"))
+    vocab = Vocab(["<unk>", "<eol>", "c", "d"])  # V=4, as the model
+    history = train_recurrent(model, train_ids, val_ids, config, progress=False, tokenizer=vocab)
     assert history.stopped_early and len(history.epochs) == history.best_epoch + 2 < 20
     assert history.best_val_loss == min(history.val_loss) < history.val_loss[-1]
     restored = evaluate_recurrent(model, val_ids, config.eval_bptt).loss
     assert restored == pytest.approx(history.best_val_loss, abs=1e-6)   # the best weights, not the last
     assert history.lr[-1] < history.lr[0]                          # ReduceLROnPlateau lowered the lr
-    payload = load_checkpoint(tmp_path / "best.pt", tiny(V=4))
-    assert payload["meta"]["epoch"] == history.best_epoch
+    saved = load_model(tmp_path / "best")
+    assert saved.meta["epoch"] == history.best_epoch
+    assert evaluate_recurrent(saved.model, val_ids, config.eval_bptt).loss == pytest.approx(restored, abs=1e-6)
 
 
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path, vocab):
-    from course_lib.training import save_checkpoint
-
     model = LSTMLanguageModel(LSTMConfig(vocab_size=len(vocab), emb_size=8, hidden_size=8, tie_weights=True))
-    save_checkpoint(tmp_path / "lstm.pt", model, meta={"tokenizer": vocab.to_dict(), "model": "LSTMLanguageModel",
-                                                       "config": model.config.as_dict()})
-    meta = load_checkpoint(tmp_path / "lstm.pt")["meta"]
-    again = LSTMLanguageModel(LSTMConfig(**meta["config"]))
-    load_checkpoint(tmp_path / "lstm.pt", again)
+    save_model(tmp_path / "lstm", model, vocab)
+    loaded = load_model(tmp_path / "lstm")
+    again = loaded.model
     assert again.decoder.weight is again.embedding.weight           # still tied after loading
-    ids = torch.tensor([Vocab.from_dict(meta["tokenizer"]).encode(["wren", "asks"])])
+    ids = torch.tensor([loaded.tokenizer.encode(["wren", "asks"])])
     assert torch.equal(model.eval()(ids)[0], again.eval()(ids)[0])
 
 

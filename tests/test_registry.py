@@ -9,7 +9,7 @@ from course_lib import generate as cli
 from course_lib.models import GPT, BigramLM, GPTConfig
 from course_lib.models.lstm import LSTMConfig, LSTMLanguageModel
 from course_lib.registry import list_checkpoints, load_model
-from course_lib.training import CheckpointError, save_checkpoint
+from course_lib.checkpoints import CheckpointError, save_model
 from course_lib.words import Vocab
 
 
@@ -17,15 +17,12 @@ from course_lib.words import Vocab
 def registry(tmp_path, tokenizer):
     ck = tmp_path / "checkpoints"
     V = tokenizer.vocab_size
-    save_checkpoint(ck / "bigram.pt", BigramLM(V), meta={"model": "BigramLM", "vocab_size": V,
-                                                          "tokenizer": tokenizer.to_dict()})
+    save_model(ck / "bigram", BigramLM(V), tokenizer)
     cfg = GPTConfig(vocab_size=V, block_size=16, n_embd=16, n_head=2, n_layer=1)
-    save_checkpoint(ck / "dropout.pt", GPT(cfg), meta={"model": "GPT", "config": cfg.as_dict(),
-                                                        "tokenizer": tokenizer.to_dict()})
+    save_model(ck / "dropout", GPT(cfg), tokenizer)
     vocab = Vocab.from_text("the tide came in and the tide went out\n" * 5, min_freq=1)
     lcfg = LSTMConfig(vocab_size=len(vocab), emb_size=8, hidden_size=8, n_layers=1, tie_weights=True)
-    save_checkpoint(ck / "lstm.pt", LSTMLanguageModel(lcfg), meta={"model": "LSTMLanguageModel",
-                                                                   "config": lcfg.as_dict(), "tokenizer": vocab.to_dict()})
+    save_model(ck / "lstm", LSTMLanguageModel(lcfg), vocab)
     return tmp_path
 
 
@@ -33,7 +30,7 @@ def test_registry_lists_metadata(registry):
     names = {row["name"]: row for row in list_checkpoints(registry)}
     assert set(names) == {"bigram", "dropout", "lstm"}
     assert all(row["has_weights"] and row["parameters"] > 0 for row in names.values())
-    assert json.loads((registry / "checkpoints" / "dropout.json").read_text())["weights"] == "dropout.pt"
+    assert json.loads((registry / "checkpoints" / "dropout.json").read_text())["weights"] == "dropout.safetensors"
 
 
 @pytest.mark.parametrize("name", ["bigram", "dropout", "lstm"])
@@ -55,15 +52,15 @@ def test_missing_checkpoint_names_the_notebook(tmp_path):
 
 
 def test_metadata_without_weights_is_reported(registry):
-    (registry / "checkpoints" / "bigram.pt").unlink()
+    (registry / "checkpoints" / "bigram.safetensors").unlink()
     assert not {r["name"]: r for r in list_checkpoints(registry)}["bigram"]["has_weights"]
     with pytest.raises(CheckpointError, match="02_bigram"):
         load_model("bigram", registry)
 
 
 def test_corrupt_weights_are_reported(registry):
-    (registry / "checkpoints" / "dropout.pt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="corrupt"):
+    (registry / "checkpoints" / "dropout.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="damaged.*corrupt"):
         load_model("dropout", registry)
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from course_lib import train_gpt2
+from course_lib.checkpoints import load_model
 from course_lib.models import GPT
 from course_lib.models.gpt2 import gpt2_config
 from course_lib.paths import REPO_ROOT
@@ -85,10 +86,10 @@ def test_two_processes_follow_the_single_process_trajectory(single, ddp):
 def test_resume_continues_the_exact_trajectory(single, tmp_path, capsys):
     out = tmp_path / "interrupted"
     run_here(out, "--steps", str(STEPS), "--stop-after", str(STEPS // 2))  # as if pre-empted half-way
-    assert f"checkpoint: {out / 'checkpoint.pt'} (step {STEPS // 2})" in capsys.readouterr().out
+    assert f"checkpoint: {out / 'model.safetensors'} (step {STEPS // 2})" in capsys.readouterr().out
     assert summary(out)["finished"] is False and len(summary(out)["losses"]) == STEPS // 2
     run_here(out, "--steps", str(STEPS), "--resume")
-    assert f"resumed from {out / 'checkpoint.pt'} at step {STEPS // 2}" in capsys.readouterr().out
+    assert f"resumed from {out / 'model.safetensors'} at step {STEPS // 2}" in capsys.readouterr().out
     resumed, uninterrupted = summary(out), summary(single)
     assert resumed["finished"] is True and resumed["resumed_from"] == STEPS // 2
     torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(uninterrupted["losses"]),
@@ -99,16 +100,19 @@ def test_resume_continues_the_exact_trajectory(single, tmp_path, capsys):
 
 def test_only_rank_0_writes_one_complete_checkpoint(ddp):
     out, stdout = ddp
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "summary.json"]  # no per-rank or .tmp files
+    # no per-rank or .tmp files
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.resume.pt", "model.safetensors",
+                                                     "summary.json"]
     assert stdout.count("checkpoint: ") == 1          # one writer, one save
     assert stdout.count(f"step {STEPS:6d} | loss") == 1  # and one copy of every log line
-    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    loaded = load_model(out / "model", with_resume=True)
+    payload = loaded.resume
     assert payload["step"] == STEPS and payload["rng"]["next_step"] == STEPS
     assert payload["config"]["world_size"] == 2 and payload["config"]["global_batch"] == 4
     assert payload["losses"] == summary(out)["losses"]
-    model = GPT(gpt2_config("gpt2-course-tiny", block_size=16))
-    model.load_state_dict(payload["model"])  # strict: every weight is there, with the right shape
-    assert torch.equal(model.lm_head.weight, model.tok_emb.weight)
+    model = loaded.model                             # rebuilt from the metadata alone
+    assert model.config == gpt2_config("gpt2-course-tiny", block_size=16)
+    assert torch.equal(model.lm_head.weight, model.tok_emb.weight)  # tied again after loading
     assert len(payload["optimizer"]["state"]) == len(list(model.parameters()))  # AdamW moments of each
     assert all(int(s["step"]) == STEPS for s in payload["optimizer"]["state"].values())
 

@@ -31,6 +31,16 @@ class GPTConfig:
     layernorm: bool = True        # milestone 07 (pre-norm blocks + final norm)
     tie_weights: bool = False     # share token embedding and lm_head (GPT-2 does)
     attn_impl: str = "sdpa"       # or "manual" (same maths, written out)
+    # GPU speed only: make the embedding / output matrices this many rows (a multiple of 64,
+    # e.g. 50,304 for GPT-2's 50,257) so their matmuls hit fast kernel shapes. The extra rows
+    # are never an input, and their logits are cut off before anything sees them: no loss, no
+    # sampling, the same vocab_size outside. None: no padding.
+    padded_vocab_size: int | None = None
+
+    def __post_init__(self):
+        if self.padded_vocab_size is not None and self.padded_vocab_size < self.vocab_size:
+            raise ValueError(f"padded_vocab_size ({self.padded_vocab_size}) must be at least vocab_size "
+                             f"({self.vocab_size}).")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +51,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.vocab_size, self.block_size = config.vocab_size, config.block_size
-        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        rows = config.padded_vocab_size or config.vocab_size  # = vocab_size unless padded for speed
+        self.tok_emb = nn.Embedding(rows, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
@@ -49,7 +60,7 @@ class GPT(nn.Module):
                   config.residual, config.layernorm, attn_proj=config.residual, attn_impl=config.attn_impl)
             for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias) if config.layernorm else nn.Identity()
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, rows, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.tok_emb.weight  # one (V, C) matrix reads and writes tokens
         self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
@@ -72,7 +83,13 @@ class GPT(nn.Module):
         return n if include_position else n - self.pos_emb.weight.numel()
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.lm_head(self.hidden_states(idx, cache))                      # (B, T, V)
+        return self.logits(self.hidden_states(idx, cache))                       # (B, T, V)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The output layer: states (..., C) -> logits (..., V). With a padded vocabulary the
+        padding rows' logits are dropped here, so they are never sampled or scored."""
+        out = self.lm_head(h)
+        return out if out.size(-1) == self.vocab_size else out[..., :self.vocab_size]
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Everything but the output layer: ids (B, T) -> final-normed states (B, T, C).
