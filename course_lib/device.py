@@ -127,9 +127,9 @@ class CompiledModel:
     and evaluation keep using `model` itself.
     """
 
-    def __init__(self, model: torch.nn.Module, backend: str | None = None):
+    def __init__(self, model: torch.nn.Module, backend=None):
         self.model = model
-        self.backend = backend or "inductor"
+        self.backend = backend or "inductor"  # a name, or a backend function (tests)
         self.compiled = torch.compile(model, backend=self.backend)
         self.failed: str | None = None
 
@@ -138,9 +138,14 @@ class CompiledModel:
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as err:  # compiler missing, graph break it cannot handle, ...
-                first_line = (str(err).strip().splitlines() or [""])[0][:300]
-                self.failed = f"{type(err).__name__}: {first_line}"
-                message = (f"torch.compile ({self.backend}) failed, so this model now runs WITHOUT compiling "
+                root = err
+                # torch wraps the real reason in its own errors (__cause__, or .inner_exception)
+                while (getattr(root, "inner_exception", None) or root.__cause__) is not None:
+                    root = getattr(root, "inner_exception", None) or root.__cause__
+                first_line = (str(root).strip().splitlines() or [""])[0][:300]
+                self.failed = f"{type(root).__name__}: {first_line}"
+                name = getattr(self.backend, "__name__", self.backend)
+                message = (f"torch.compile (backend {name}) failed, so this model now runs WITHOUT compiling "
                            f"(slower, same results). Reason: {self.failed}")
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
                 print(f"warning: {message}", flush=True)

@@ -79,3 +79,53 @@ def save_milestone(n: int, title: str, samples: list[str] | str, run_info: dict,
     ordered = {k: rows[k] for k in sorted(rows, key=int)}
     _atomic_write(out / RESULTS_FILE, json.dumps({"milestones": ordered}, indent=2) + "\n")
     return txt
+
+
+def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=None, tokenizer=None,
+                     checkpoint: str | None = None, changes: str = "", sampling: dict | None = None,
+                     history=None, extra: dict | None = None, compare_key: str = "val_loss") -> dict:
+    """The bookkeeping at the end of a milestone notebook, in one call:
+
+    1. the checkpoint `checkpoints/<checkpoint>` (weights, tokenizer, and this run's metadata),
+       so notebook 12, the CLI and the web app can use the model;
+    2. `milestone<n>.txt` (header + samples) and row n of `results.json`, with `changes` (what
+       this rung of the ladder changed, for the ladder figure's labels) and the validation curve;
+    3. one printed line comparing `compare_key` with the previous milestone of the same profile
+       and corpus, phrased from the numbers (course_lib.reporting.compare).
+
+    run: the notebook's NotebookRun. samples: {label: text} or a list of texts.
+    Returns {"milestone": path, "checkpoint": path or None, "comparison": sentence or None}.
+    """
+    from .checkpoints import save_model
+    from .reporting import compare
+
+    if isinstance(samples, dict):
+        samples = [f"[{label}]\n{text}" for label, text in samples.items()]
+    extra = dict(extra or {})
+    if changes:
+        extra["changes"] = changes
+    if history is not None:  # the validation curve, for the ladder's overlay of every rung
+        extra["curve"] = {"steps": list(history.steps), "val_loss": [round(v, 4) for v in history.val_loss]}
+    ckpt_path = None
+    if checkpoint is not None:
+        if model is None or tokenizer is None:
+            raise ValueError("finish_milestone(checkpoint=...) needs model= and tokenizer= to save.")
+        ckpt_path = save_model(run.checkpoints_dir / checkpoint, model, tokenizer, milestone=n, title=title,
+                               **run.info(), metrics=metrics)
+        extra["checkpoint"] = checkpoint
+    before = previous_result(n, run.output_dir)
+    path = save_milestone(n, title, samples, run.info(), metrics=metrics, sampling=sampling, extra=extra,
+                          output_dir=run.output_dir)
+    print(f"saved {path.name}" + (f" and checkpoint {ckpt_path.name}" if ckpt_path else "")
+          + f" in {run.output_dir}")
+    sentence = None
+    if before is None or compare_key not in metrics or compare_key not in before:
+        print(f"(no earlier milestone with {compare_key} in results.json to compare with)")
+    elif (before.get("profile"), before.get("corpus")) != (run.profile, run.corpus):
+        print(f"(milestone {before['milestone']} was run with profile {before.get('profile')} / corpus "
+              f"{before.get('corpus')}: run it with this profile and corpus to compare)")
+    else:
+        sentence = compare(f"milestone {n}", float(metrics[compare_key]), f"milestone {before['milestone']}",
+                           float(before[compare_key]))
+        print(f"{compare_key}: {sentence}")
+    return {"milestone": path, "checkpoint": ckpt_path, "comparison": sentence}

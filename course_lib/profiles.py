@@ -205,6 +205,12 @@ class NotebookRun:
         return {"notebook": self.notebook, "profile": self.profile, "corpus": self.corpus,
                 "seed": self.seed, "device": self.device.type}
 
+    def finish_milestone(self, n: int, title: str, **kwargs) -> dict:
+        """Checkpoint + milestone file + results row + comparison line (milestones.finish_milestone)."""
+        from .milestones import finish_milestone
+
+        return finish_milestone(self, n, title, **kwargs)
+
 
 def setup_notebook(notebook: str, profile: str = "auto", corpus: str = "bundled", seed: int = 1337,
                    output_dir: str | None = None, device: str = "auto", verbose: bool = True) -> NotebookRun:

@@ -91,3 +91,64 @@ def test_compile_is_ignored_on_cpu_and_changes_nothing(tokenizer, data):
                           compile=compile_model)
         runs.append(train(model, *data, cfg, progress=False).val_loss)
     assert runs[0] == runs[1]
+
+
+def test_the_loop_is_exactly_the_plain_pytorch_loop(tokenizer, data):
+    """training.train with a constant rate is batch -> logits -> cross-entropy -> zero_grad ->
+    backward -> AdamW step, nothing more: notebook 02 writes this loop inline and checks it."""
+    train_data, val_data = data
+    cfg = TrainConfig(max_iters=25, batch_size=4, block_size=8, learning_rate=1e-2, lr_schedule="constant",
+                      grad_clip=None, eval_interval=100, eval_iters=1)
+    torch.manual_seed(0)
+    library = BigramLM(tokenizer.vocab_size)
+    history = train(library, train_data, val_data, cfg, generator=torch.Generator().manual_seed(5), progress=False)
+
+    torch.manual_seed(0)
+    mine = BigramLM(tokenizer.vocab_size)
+    optimizer = torch.optim.AdamW(mine.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    gen, losses = torch.Generator().manual_seed(5), []
+    from course_lib.batching import get_batch
+    for _ in range(25):
+        x, y = get_batch(train_data, 4, 8, "cpu", gen)
+        loss = torch.nn.functional.cross_entropy(mine(x).view(-1, tokenizer.vocab_size), y.view(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert history.step_losses == losses
+    assert torch.equal(library.table.weight, mine.table.weight)
+
+
+def test_cosine_schedule_is_recorded_and_ends_on_the_floor(tokenizer, data):
+    cfg = TrainConfig(max_iters=40, batch_size=4, block_size=8, learning_rate=1e-2, warmup_iters=10,
+                      min_lr_ratio=0.1, eval_interval=10, eval_iters=1)
+    history = train(BigramLM(tokenizer.vocab_size), *data, cfg, progress=False)
+    assert history.steps == [0, 10, 20, 30, 40] and len(history.step_losses) == 40
+    assert history.lr[0] == pytest.approx(1e-3) and history.lr[1] == pytest.approx(1e-2, rel=0.01)
+    assert history.lr[-1] == pytest.approx(1e-3)
+
+
+def test_keep_best_and_patience_restore_the_best_evaluation(tokenizer, data):
+    """A learning rate far too high makes the loss climb after a while: early stopping stops the
+    run and keep_best hands back the weights of the best evaluation, not the last."""
+    train_data, val_data = data
+    torch.manual_seed(0)
+    model = BigramLM(tokenizer.vocab_size)
+    cfg = TrainConfig(max_iters=400, batch_size=4, block_size=8, learning_rate=3.0, lr_schedule="constant",
+                      grad_clip=None, weight_decay=0.0, eval_interval=5, eval_iters=2, keep_best=True, patience=3)
+    history = train(model, train_data, val_data, cfg, progress=False)
+    assert history.stopped_early and history.steps[-1] < 400
+    assert history.best_val_loss == min(history.val_loss) < history.val_loss[-1]
+    from course_lib.batching import fixed_batches
+    again = evaluate(model, fixed_batches(val_data, 2, 4, 8, seed=2)).loss
+    assert again == pytest.approx(history.best_val_loss, abs=1e-6)
+
+
+def test_compile_path_runs_on_cpu_with_aot_eager_and_gives_the_same_losses(tokenizer, data):
+    runs = []
+    for compile_model in (False, True):
+        torch.manual_seed(0)
+        cfg = TrainConfig(max_iters=10, batch_size=4, block_size=8, eval_interval=5, eval_iters=1,
+                          compile=compile_model, compile_backend="aot_eager")
+        runs.append(train(BigramLM(tokenizer.vocab_size), *data, cfg, progress=False).step_losses)
+    torch.testing.assert_close(torch.tensor(runs[1]), torch.tensor(runs[0]), rtol=1e-5, atol=1e-6)

@@ -1,13 +1,19 @@
-"""Keeping the notebook code and the library code honest.
+"""Keeping the notebook code and the library code honest, and grading the exercises.
 
-A notebook writes a component in front of the student, then calls `check_same_module` to prove
-it computes exactly what the library version computes on the same weights and inputs. After
-that the notebook uses the library version.
+1. Teach, then check: a notebook writes a component in front of the student, then calls
+   `check_same_outputs` to prove it computes exactly what the library version computes on the
+   same weights and inputs. After that the notebook uses the library version.
+2. Exercises: each notebook ends with exercises; a grader (`grade_...`) runs the student's
+   function on cases with known answers and prints "passed" or what differs (grading.py; one
+   module of graders per topic, all re-exported here: `from course_lib.checks import grade_...`).
 """
 
 from __future__ import annotations
 
 import torch
+
+
+from .grading import Grade, Mistake, NotAttempted, grader  # noqa: F401
 
 
 class CheckFailed(AssertionError):
