@@ -15,6 +15,20 @@ import torch
 
 from .grading import Grade, Mistake, NotAttempted, grader  # noqa: F401
 
+# One module of graders per notebook topic; each lists its graders in __all__.
+from .data import *  # noqa: F401,F403,E402          01 data prep
+from .bigram import *  # noqa: F401,F403,E402        02 bigram
+from .attention import *  # noqa: F401,F403,E402     03 self-attention
+from .multihead import *  # noqa: F401,F403,E402     04 multi-head
+from .feedforward import *  # noqa: F401,F403,E402   05 feed-forward
+from .residual import *  # noqa: F401,F403,E402      06 residual
+from .layernorm import *  # noqa: F401,F403,E402     07 LayerNorm
+from .dropout import *  # noqa: F401,F403,E402       08 dropout, the full GPT
+from .lstm import *  # noqa: F401,F403,E402          09 LSTM
+from .gpt2 import *  # noqa: F401,F403,E402          10 GPT-2
+from .finetuning import *  # noqa: F401,F403,E402    11 fine-tuning
+from .comparison import *  # noqa: F401,F403,E402    12 comparison
+
 
 class CheckFailed(AssertionError):
     pass

@@ -1,0 +1,3 @@
+"""Exercise graders for the notebook on this topic (filled in with the notebook's exercises)."""
+
+__all__: list[str] = []
