@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from .paths import DATA_DIR
+from .tokenizers import check_token_ids
 
 BPE_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 WHISPER_SDIST = "openai-whisper==20250625"          # pinned: the archive we verified
@@ -137,7 +138,9 @@ class BPETokenizer:
         return self.enc.encode_ordinary(text)
 
     def decode(self, ids) -> str:
-        return self.enc.decode([int(i) for i in ids])
+        # checked first: tiktoken answers an id >= 50257 with a bare KeyError, a negative one with
+        # an OverflowError, and a float by silently decoding its integer part
+        return self.enc.decode(check_token_ids(ids, self.vocab_size))
 
     def to_dict(self) -> dict:
         return {"kind": self.kind}

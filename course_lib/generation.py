@@ -6,10 +6,23 @@ whose probabilities add up to top_p (nucleus sampling), turn into probabilities,
 
 Models that support a KV cache (the GPT class) can generate with `use_cache=True`: each step then
 feeds only the newest token instead of the whole context.
+
+Numerically safe for every setting check_sampling accepts. Dividing by a tiny temperature (1e-30,
+even 1e-45) overflows float32 logits to inf, and softmax of inf is NaN; so when that happens we
+use the identical formula softmax((x - max x) / T) instead, where every value is <= 0 and can only
+underflow to -inf (probability 0), never overflow. Its result is the T -> 0 limit: the best token
+(or the tied best tokens, evenly) gets all the probability, i.e. greedy decoding. Normal settings
+never take that path, so their seeded samples are unchanged to the bit. A huge temperature
+(1e30, 1e308) simply gives the uniform distribution, its T -> infinity limit. What cannot be
+honoured (an infinite or NaN temperature, a value that is not a number) is refused up front, and
+a model whose scores are NaN gets a SamplingError instead of torch's "probability tensor
+contains either inf, nan or element < 0".
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import torch
@@ -19,29 +32,70 @@ class SamplingError(ValueError):
     pass
 
 
+def _is_real(value) -> bool:
+    """An ordinary number: int, float, numpy float; not a bool, a string or a tensor."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_sampling(temperature: float, top_k: int | None, vocab_size: int, max_new_tokens: int,
-                   top_p: float | None = None) -> None:
-    """Validate sampling settings up front, with messages that say what to change."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+                   top_p: float | None = None, greedy: bool = False) -> None:
+    """Validate sampling settings up front, with messages that say what to change.
+
+    greedy=True takes the most likely token every step, so the temperature is not used and not
+    checked (any value, even None, is fine).
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
         raise SamplingError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+    if not greedy and not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
         raise SamplingError(
-            f"temperature must be > 0, got {temperature!r}. Use a small value such as 0.1 for nearly "
-            "greedy text (or greedy=True), 1.0 for the model's own distribution, above 1 for wilder text.")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab_size):
+            f"temperature must be > 0 and finite, got {temperature!r}. Use a small value such as 0.1 for "
+            "nearly greedy text (or greedy=True), 1.0 for the model's own distribution, above 1 for wilder text.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
+                              or not 1 <= top_k <= vocab_size):
         raise SamplingError(f"top_k must be an integer between 1 and the vocabulary size {vocab_size}, "
                             f"or None to keep every token; got {top_k!r}.")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and not (_is_real(top_p) and 0 < top_p <= 1):  # NaN fails the comparison
         raise SamplingError(f"top_p must be in (0, 1] (e.g. 0.9 keeps the most likely tokens that make up "
                             f"90% of the probability), or None to switch it off; got {top_p!r}.")
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    """Scores no sampling can use: say what broke instead of letting torch fail on NaN."""
+    if torch.isnan(logits).any():
+        raise SamplingError(
+            "The model's scores (logits) for the next token contain NaN: its weights are broken, usually "
+            "by a training run that diverged (a NaN loss). Retrain with a lower learning rate, or load "
+            "an earlier checkpoint.")
+    if torch.isneginf(logits).all(dim=-1).any():
+        raise SamplingError("The model scored every token -inf, so no token is allowed: check the model's "
+                            "output (does a mask hide the whole vocabulary?).")
+
+
+def _scale_without_overflow(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(logits - row max) / T: the same softmax as logits / T, but no value can exceed 0.
+
+    The best token(s) get exactly 0, so ties stay ties even where the subtraction would give
+    inf - inf (logits that are +inf, e.g. an fp16 overflow). (B, V) -> (B, V)
+    """
+    _check_logits(logits)
+    row_max = logits.amax(dim=-1, keepdim=True)                           # (B, 1)
+    shifted = (logits - row_max) / temperature                           # <= 0, or NaN for inf / inf
+    shifted = shifted.masked_fill(torch.isnan(shifted), float("-inf"))   # below an infinite best: 0
+    return torch.where(logits == row_max, 0.0, shifted)
 
 
 def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None) -> torch.Tensor:
     """logits (B, V) -> probabilities (B, V) after temperature, top-k and top-p."""
-    logits = logits.float() / temperature
+    logits = logits.float()            # fp16/bf16 logits: compute in float32
+    temperature = float(temperature)   # a Python float stays bit-for-bit the same
+    scaled = logits / temperature
+    if not torch.isfinite(scaled.amax(dim=-1)).all():
+        # a tiny temperature (or inf/NaN logits) overflowed: see the module docstring
+        scaled = _scale_without_overflow(logits, temperature)
+    logits = scaled
     if top_k is not None and top_k < logits.size(-1):
-        kth_best = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1)
+        kth_best = torch.topk(logits, int(top_k), dim=-1).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
     # softmax subtracts the row maximum internally, so large logits cannot overflow
     probs = torch.softmax(logits, dim=-1)
@@ -56,6 +110,8 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
 
 def _pick(logits, temperature, top_k, top_p, greedy, generator):
     if greedy:
+        if not torch.isfinite(logits.amax(dim=-1)).all():
+            _check_logits(logits)  # NaN would make argmax pick garbage without a word
         return torch.argmax(logits, dim=-1, keepdim=True)                   # (B, 1)
     probs = next_token_probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator)     # (B, 1)
@@ -70,7 +126,7 @@ def iter_generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int
     vocab_size = vocab_size or getattr(model, "vocab_size", None)
     if vocab_size is None:
         raise SamplingError("Pass vocab_size= (the model does not expose .vocab_size).")
-    check_sampling(temperature, top_k, vocab_size, max_new_tokens, top_p)
+    check_sampling(temperature, top_k, vocab_size, max_new_tokens, top_p, greedy=greedy)
     if idx.dim() != 2 or idx.size(1) < 1:
         raise SamplingError(f"idx must have shape (batch, at least 1 token), got {tuple(idx.shape)}.")
     block_size = getattr(model, "block_size", None)  # None: no context limit (e.g. an RNN)

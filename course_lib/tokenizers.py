@@ -1,4 +1,5 @@
-"""Tokenizers turn text into integer ids and back. This module holds the character tokenizer.
+"""Tokenizers turn text into integer ids and back. This module holds the character tokenizer,
+and check_token_ids, which every tokenizer's decode uses to explain an id it cannot decode.
 
 Unknown-character policy (a character that was not in the text the vocabulary was built from):
     errors="strict"  (default) raise UnknownCharacterError listing the characters and the fix
@@ -10,11 +11,56 @@ policy; only prompts typed by a person do.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
 
 class UnknownCharacterError(ValueError):
     """Text contains characters outside the tokenizer's vocabulary."""
+
+
+class UnknownTokenIdError(ValueError):
+    """Ids to decode that are not integers or lie outside the tokenizer's vocabulary."""
+
+
+def check_token_ids(ids: Iterable, vocab_size: int) -> list[int]:
+    """ids (ints, numpy ints or one-element integer tensors) -> a list of ints in 0..vocab_size-1.
+
+    Shared by every tokenizer's decode, so that all of them explain a bad id the same way instead
+    of failing deep inside a library (tiktoken says only 'KeyError' or 'OverflowError').
+    """
+    try:
+        if isinstance(ids, (str, bytes)):
+            raise TypeError
+        ids = list(ids)
+    except TypeError:  # a single id, a 0-d tensor, a string
+        raise UnknownTokenIdError(f"decode takes a sequence of token ids, got {ids!r} ({type(ids).__name__}). "
+                                  "Wrap a single id in a list: decode([id]).") from None
+    try:
+        # operator.index, not int(): int(1.7) would quietly decode token 1
+        checked = [operator.index(i) for i in ids]
+    except TypeError:
+        wrong = next(i for i in ids if not _is_index(i))
+        raise UnknownTokenIdError(
+            f"Token ids must be integers, got {wrong!r} ({type(wrong).__name__}). Pass integer ids, e.g. "
+            "out[0].tolist() for the first row of a (batch, time) tensor of token ids.") from None
+    bad = [i for i in checked if not 0 <= i < vocab_size]
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        which = f"Token id {shown} is" if len(bad) == 1 else f"Token ids {shown} are"
+        raise UnknownTokenIdError(
+            f"{which} outside the vocabulary (0..{vocab_size - 1}). The ids probably come "
+            "from a model with another vocabulary: decode them with the tokenizer saved with that model "
+            "(its checkpoint).")
+    return checked
+
+
+def _is_index(value) -> bool:
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 class CharTokenizer:
@@ -60,11 +106,7 @@ class CharTokenizer:
         return [self.stoi[ch] for ch in text if ch in self.stoi]
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if i not in self.itos]
-        if bad:
-            raise ValueError(f"Ids {bad[:5]} are outside the vocabulary (0..{self.vocab_size - 1}).")
-        return "".join(self.itos[i] for i in ids)
+        return "".join(self.itos[i] for i in check_token_ids(ids, self.vocab_size))
 
     # Saved inside checkpoints so a model and its vocabulary never get separated.
     def to_dict(self) -> dict:
