@@ -15,7 +15,8 @@ VENV        ?= .venv
 PROFILE     ?= auto
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# The numbered notebooks in order (09_lstm before 09b_...); notebooks/solutions/ is not part of a run.
+NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
 OUTPUT_DIR  ?= $(if $(filter smoke,$(PROFILE)),outputs/smoke,outputs)
 EXECUTED    := $(OUTPUT_DIR)/executed
 
@@ -25,15 +26,21 @@ STAMP := $(VENV)/.setup-done
 BPE_FILE := data/.cache/tokenizers/gpt2.tiktoken
 # Make the venv's python/jupyter the ones every recipe (and every kernel it starts) finds first.
 export PATH := $(BIN):$(PATH)
-export MPLBACKEND := Agg
+# Every kernel picks its own matplotlib backend (ipykernel: inline), so figures show in JupyterLab
+# and land in the notebooks papermill and nbval run. A MPLBACKEND left in the shell (Agg on a
+# server, say) would hide them all, so the recipes do not pass one on.
+unexport MPLBACKEND
+# Jupyter refuses to run as root (many containers) unless told that it is meant.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 
-.PHONY: setup course test lab app clean help
+.PHONY: setup course test lab app gpu-check clean help
 
 help:
 	@echo "make course    run the whole course (PROFILE=$(PROFILE)); outputs/ gets samples + results"
 	@echo "make test      unit tests + all notebooks in the smoke profile (offline)"
 	@echo "make lab       open JupyterLab on notebooks/"
 	@echo "make app       serve the text-generation web app on http://127.0.0.1:8000 (after make course)"
+	@echo "make gpu-check check that torch sees the GPU and that it computes correctly"
 	@echo "make setup     (re)create $(VENV); runs by itself when pyproject.toml or environment.yml change"
 	@echo "make clean     remove $(VENV) and caches (keeps outputs/)"
 
@@ -73,10 +80,13 @@ test: setup
 	status=$$?; rm -rf $$tmp; exit $$status
 
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
 app: setup
 	$(BIN)/python -m course_lib.app --port $(or $(PORT),8000)
+
+gpu-check: setup
+	$(BIN)/python -m course_lib.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache data/.cache

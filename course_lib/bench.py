@@ -5,6 +5,10 @@ for the GPTs the model FLOPs utilisation (MFU).
     python -m course_lib.bench --profiles gpu       # force a size (on a CPU: hours, see below)
     python -m course_lib.bench --steps 50 --warmup 10 --compile --output /tmp/bench.json
 
+Each run is written to a new file, outputs/bench/bench-<date>-<time>.json (git-ignored), so a run
+never replaces an earlier one, least of all the committed reference outputs/bench.json: only a
+deliberate reference run writes that one (`--output outputs/bench.json --force`).
+
 For every model family and every requested profile, at that profile's sizes:
 
     train     forward, loss, backward, AdamW step on random token batches (B, T); tokens/s over
@@ -49,7 +53,6 @@ course student needs; CUDA with Triton only).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -60,14 +63,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .device import (amp_dtype_for, autocast, can_compile, compile_model, describe_device, enable_tf32, pick_device,
-                     synchronize)
+from .device import amp_dtype_for, autocast, can_compile, compile_model, describe_device, enable_tf32, synchronize
 from .generation import generate
 from .models import GPT, BigramLM, GPTConfig
 from .models.gpt2 import gpt2_config, padded_vocab
-from .optimization import OptimizerStep, make_optimizer
 from .models.lstm import LSTMConfig, LSTMLanguageModel, detach_hidden
+from .optimization import OptimizerStep, make_optimizer
 from .profiles import PROFILE_NAMES, SETTINGS
+from .train import CommandError, CommandParser, cli_entry, positive_float, positive_int, resolve_device
 from .training import lm_loss
 
 # family -> the notebook key whose settings (profiles.py) give its sizes
@@ -240,8 +243,9 @@ def cache_kinds(family: str) -> list[str]:
 def set_cpu_threads(profile: str, threads: int | None) -> int:
     """The course's own policy (profiles.setup_notebook): 1 thread for smoke models, too small to
     gain from more; every core otherwise. OMP_NUM_THREADS or --threads override it."""
-    if threads is None and os.environ.get("OMP_NUM_THREADS"):
-        threads = int(os.environ["OMP_NUM_THREADS"])
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if threads is None and env.isdigit() and int(env) > 0:
+        threads = int(env)
     if threads is None:
         threads = 1 if profile == "smoke" else max(1, os.cpu_count() or 1)
     torch.set_num_threads(threads)
@@ -316,8 +320,8 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    p = CommandParser(
         prog="python -m course_lib.bench",
         description="Training and generation throughput (and MFU for the GPTs) of every model family.")
     p.add_argument("--profiles", default=None,
@@ -330,13 +334,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new tokens per generation (default 32 smoke, else 128)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the training model (CUDA with Triton only)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for smoke, all cores otherwise)")
-    p.add_argument("--peak-tflops", type=float, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: 1 for smoke, all cores otherwise)")
+    p.add_argument("--peak-tflops", type=positive_float, default=None,
                    help="your accelerator's dense bf16 peak, if it is not in the built-in table")
-    p.add_argument("--output", default=None, help="JSON file (default: <output_dir>/bench.json)")
+    p.add_argument("--output", default=None,
+                   help="JSON file for the results (default: a new <output_dir>/bench/bench-<date>-<time>.json)")
+    p.add_argument("--force", action="store_true", help="let --output replace an existing file")
     return p
 
 
+def output_path(output: str | None, force: bool) -> Path:
+    """Where the results go, checked BEFORE any benchmark runs (minutes of measurements must not
+    end in "cannot write"). Default: a new timestamped file under <output_dir>/bench/."""
+    if output is None:
+        from .paths import output_dir
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = output_dir() / "bench" / f"bench-{stamp}.json"
+        n = 1
+        while path.exists():  # two runs in the same second: never the same file
+            n += 1
+            path = path.with_name(f"bench-{stamp}-{n}.json")
+    else:
+        path = Path(output).expanduser()
+        if path.is_dir():
+            raise CommandError(f"--output {output} is a folder: give a file name, e.g. {path / 'bench.json'}.")
+        if path.exists() and not force:
+            raise CommandError(f"--output {output} already exists: pass --force to replace it, or choose another "
+                               "file (without --output every run gets a new file under outputs/bench/).")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"cannot create the folder {path.parent} for the results ({err.strerror or err}).") from err
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CommandError(f"cannot write {path}: choose a writable --output.")
+    return path
+
+
+@cli_entry
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -344,9 +380,8 @@ def main(argv=None) -> int:
         parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}.")
     if args.gen_tokens is not None and args.gen_tokens < 1:
         parser.error(f"--gen-tokens must be >= 1, got {args.gen_tokens}.")
-    device = pick_device(args.device)
-    default_profiles = "cpu,gpu" if device.type == "cuda" else "smoke,cpu"
-    profiles = [p.strip() for p in (args.profiles or default_profiles).split(",") if p.strip()]
+    # every check before the first measurement (and before the output folder is created)
+    profiles = [p.strip() for p in (args.profiles or "").split(",") if p.strip()]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     for p in profiles:
         if p not in PROFILE_NAMES:
@@ -354,6 +389,9 @@ def main(argv=None) -> int:
     for f in families:
         if f not in FAMILIES:
             parser.error(f"Unknown family {f!r}: use {', '.join(FAMILIES)}.")
+    device = resolve_device(args.device)
+    path = output_path(args.output, args.force)
+    profiles = profiles or (["cpu", "gpu"] if device.type == "cuda" else ["smoke", "cpu"])
     if device.type != "cuda" and "gpu" in profiles:
         print("warning: the gpu sizes on a CPU take hours (GPT-2 124M at 8 x 1024 tokens is ~6 TFLOP per "
               "step); running them because you asked for them.", file=sys.stderr)
@@ -406,12 +444,6 @@ def main(argv=None) -> int:
                            "except the token embedding when it is not tied (tied: counted once, as lm_head)"),
         "rows": rows,
     }
-    if args.output:
-        path = Path(args.output)
-    else:
-        from .paths import output_dir
-        path = output_dir() / "bench.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

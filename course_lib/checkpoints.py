@@ -159,8 +159,9 @@ def build_tokenizer(spec: dict):
         if kind == "word":
             from .words import Vocab
             return Vocab.from_dict(spec)
-    except ValueError as err:
-        raise CheckpointError(f"The checkpoint's {kind} tokenizer is damaged ({err}). Re-train the model.") from err
+    except (ValueError, TypeError, KeyError) as err:  # e.g. {"kind": "char", "chars": 7}
+        raise CheckpointError(f"The checkpoint's {kind} tokenizer is damaged ({type(err).__name__}: {err}). "
+                              "Re-train the model.") from err
     raise CheckpointError(f"Unknown tokenizer kind {kind!r} in the checkpoint metadata (known: char, word, gpt2-bpe).")
 
 
@@ -226,7 +227,7 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, tokenizer, *, re
     # Killed between the first two, the old weights stay, and their save_id does not match the
     # new resume file, which load_model then reports instead of mixing the two.
     if resume is not None:
-        _atomic_write(resume_path, lambda tmp: torch.save({"save_id": full_meta["save_id"], **resume}, tmp))
+        _atomic_write(resume_path, lambda tmp: torch.save({**resume, "save_id": full_meta["save_id"]}, tmp))
     elif resume_path.exists():
         resume_path.unlink()  # a resume state of an older save no longer belongs to these weights
     _atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata=header))

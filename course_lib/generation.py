@@ -102,7 +102,9 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)   # (B, V)
         mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs    # probability of better tokens
-        sorted_probs[mass_before >= top_p] = 0.0                           # the best token always stays
+        drop = mass_before >= top_p
+        drop[:, 0] = False  # the best token always stays (a top_p that rounds to 0 in fp32 must not drop it)
+        sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs

@@ -142,7 +142,9 @@ def stage_train_gpt2(device: torch.device, args) -> dict:
                "--eval-every", str(max(1, args.gpt2_steps // 2)), "--eval-batches", "4", "--log-every", "25"]
     _reset_peak(device)
     started = time.perf_counter()
-    train_gpt2.main([*cli, "--compile", "--device", str(device), "--out", str(out)])
+    code = train_gpt2.main([*cli, "--compile", "--device", str(device), "--out", str(out)])
+    if code != 0:
+        raise RuntimeError(f"train_gpt2 exited with status {code} (its error line is printed above)")
     summary = json.loads((out / train_gpt2.SUMMARY).read_text(encoding="utf-8"))
     loaded = load_model(str(out), device=device)
     text = loaded.generate("The tide", 60, temperature=0.8, seed=1)

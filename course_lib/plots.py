@@ -1,4 +1,15 @@
-"""Figures the notebooks show inline and save under outputs/figures/."""
+"""Figures the notebooks show inline and save under outputs/figures/.
+
+Every helper draws one figure, saves it when given a `path`, and shows it. In a notebook the
+kernel's own backend shows it (JupyterLab, papermill and nbval all start kernels that draw
+inline), so this module never picks a backend: forcing a non-interactive one such as Agg would
+hide every figure from the student. Outside a kernel without a display (a script on a server),
+matplotlib falls back to Agg by itself and the figure is only saved.
+
+With show=True a helper returns None, so a cell that ends with the call prints no bare
+`<Figure ...>` after the picture; with show=False it returns the (closed) figure, for tests
+or for saving elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +17,16 @@ from collections import Counter
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 
-if matplotlib.get_backend().lower() == "agg" or not matplotlib.get_backend():
-    matplotlib.use("Agg")  # headless runs (papermill, CI) need no display
-import matplotlib.pyplot as plt  # noqa: E402
+# matplotlib's built-in backends that draw into files only (backend_registry lists them from
+# matplotlib 3.9 on; the course supports 3.7, so the names are spelled out here).
+FILE_ONLY_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
+
+
+def _can_show() -> bool:
+    """False where plt.show() could only warn "FigureCanvasAgg is non-interactive" (no display)."""
+    return matplotlib.get_backend().lower() not in FILE_ONLY_BACKENDS
 
 
 def _finish(fig, path: str | Path | None, show: bool):
@@ -18,11 +35,13 @@ def _finish(fig, path: str | Path | None, show: bool):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
-    if show:
+    if show and _can_show():
+        # The inline backend sends each open figure to the notebook once and then closes it,
+        # so the end of the cell does not send it a second time.
         plt.show()
     else:
-        plt.close(fig)
-    return fig
+        plt.close(fig)  # nothing will show it: free it, so that scripts do not pile figures up
+    return None if show else fig
 
 
 def plot_losses(history, title: str = "loss", path=None, show: bool = True, reference: dict | None = None):
@@ -71,7 +90,10 @@ def plot_bars(values: dict, ylabel: str, title: str, path=None, show: bool = Tru
 
 
 def plot_attention(weights, tokens: list[str], title: str = "attention", path=None, show: bool = True, ax=None):
-    """Heat map of one head's (T, T) attention weights; row = query position, column = key."""
+    """Heat map of one head's (T, T) attention weights; row = query position, column = key.
+
+    With `ax` it draws into that panel of a bigger figure and returns it (the caller saves and
+    shows the whole figure); without, it makes, saves and shows its own figure."""
     import numpy as np
 
     weights = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights)

@@ -135,22 +135,23 @@ class LoadedModel:
         return sum(p.numel() for p in self.model.parameters())
 
     def stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, seed: int | None = None):
-        """Yield the continuation piece by piece (one token at a time), as text."""
+               top_p: float | None = None, seed: int | None = None, greedy: bool = False):
+        """Yield the continuation piece by piece (one token at a time), as text.
+        greedy=True: always the most likely token (temperature, top_k and top_p are not used)."""
         from .generation import check_sampling, iter_generate
 
         if not isinstance(prompt, str) or not prompt:
             raise ValueError("The prompt is empty: type at least one character.")
         if self.is_recurrent:
-            yield from self._stream_words(prompt, max_new_tokens, temperature, top_k, top_p, seed)
+            yield from self._stream_words(prompt, max_new_tokens, temperature, top_k, top_p, seed, greedy)
             return
         ids = self.tokenizer.encode(prompt, errors="strict")
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        check_sampling(temperature, top_k, self.tokenizer.vocab_size, max_new_tokens, top_p)
+        check_sampling(temperature, top_k, self.tokenizer.vocab_size, max_new_tokens, top_p, greedy)
         stop = getattr(self.tokenizer, "eot_id", None)
         new_ids: list[int] = []
         shown = ""
-        for next_id in iter_generate(self.model, idx, max_new_tokens, temperature, top_k, top_p,
+        for next_id in iter_generate(self.model, idx, max_new_tokens, temperature, top_k, top_p, greedy=greedy,
                                      stop_token=stop, use_cache=hasattr(self.model, "new_cache"), seed=seed):
             if stop is not None and int(next_id) == stop:
                 break
@@ -162,12 +163,12 @@ class LoadedModel:
                 shown = text
 
     @torch.no_grad()
-    def _stream_words(self, prompt, n_words, temperature, top_k, top_p, seed):
+    def _stream_words(self, prompt, n_words, temperature, top_k, top_p, seed, greedy=False):
         from .generation import check_sampling, next_token_probs
         from .words import tokenize_lines
 
         vocab = self.tokenizer
-        check_sampling(temperature, top_k, vocab.vocab_size, n_words, top_p)
+        check_sampling(temperature, top_k, vocab.vocab_size, n_words, top_p, greedy)
         ids = vocab.encode(tokenize_lines(prompt))
         if ids and ids[-1] == vocab.eol_id and not prompt.endswith("\n"):
             ids = ids[:-1]  # tokenize_lines ends every line; a prompt mid-line should not
@@ -178,7 +179,10 @@ class LoadedModel:
         for _ in range(n_words):
             last = logits[:, -1, :].float()
             last[:, vocab.unk_id] = float("-inf")  # never write <unk>
-            next_id = torch.multinomial(next_token_probs(last, temperature, top_k, top_p), 1, generator=generator)
+            if greedy:
+                next_id = last.argmax(dim=-1, keepdim=True)                   # (1, 1)
+            else:
+                next_id = torch.multinomial(next_token_probs(last, temperature, top_k, top_p), 1, generator=generator)
             word = vocab.decode([int(next_id)])
             yield word if word == "\n" or at_line_start else " " + word
             at_line_start = word == "\n"
@@ -210,7 +214,7 @@ class LoadedModel:
 def load_model(name: str, output_dir=None, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a registered model by name (e.g. "dropout", "gpt2"), or from a checkpoint path
     (a .safetensors / .json file, or a training run's folder holding model.safetensors)."""
-    path = Path(str(name))
+    path = Path(str(name)).expanduser()
     if path.is_dir():
         path = path / "model"
     if os.sep in str(name) or "/" in str(name) or str(name).endswith((WEIGHTS_SUFFIX, META_SUFFIX, ".pt")):

@@ -3,8 +3,14 @@
 One script, two ways to start it:
 
     python -m course_lib.train_gpt2 --preset gpt2-course-tiny --steps 50 --global-batch 16 \\
-        --micro-batch 4 --block-size 64 --lr 3e-4 --out runs/tiny
+        --micro-batch 4 --block-size 32 --lr 3e-4 --out runs/tiny
     torchrun --standalone --nproc_per_node=4 -m course_lib.train_gpt2 ...the same arguments...
+    python -m course_lib.train_gpt2 --init gpt2 --lr 6e-5 --block-size 256 --out runs/more  # continue OpenAI's GPT-2
+
+--init starts from published weights (gpt2, gpt2-medium, gpt2-large, gpt2-xl from the Hugging Face
+cache, downloaded there once when online; or a folder with config.json + model.safetensors) instead
+of a random --preset model: continued pre-training on --corpus. Offline without the files, the run
+stops at once and says how to fetch them.
 
 The run is defined by the GLOBAL batch (sequences per optimizer step), not by the number of
 processes. With W processes and micro-batches of m sequences, each process runs
@@ -61,31 +67,37 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .batching import as_tensor, fixed_batches, get_batch
 from .checkpoints import CheckpointError, checkpoint_paths, load_state, read_meta, read_resume, save_model
-from .device import amp_dtype_for, autocast, compile_model, describe_device, enable_tf32, pick_device
+from .device import amp_dtype_for, autocast, compile_model, describe_device, enable_tf32
 from .models import GPT
-from .models.gpt2 import GPT2_PRESETS, gpt2_config, padded_vocab
+from .models.gpt2 import GPT2_PRESETS, check_bpe_vocab, from_pretrained, gpt2_config, padded_vocab, pretrained_files
 from .optimization import OptimizerStep, TrainingDivergedError, lr_at, make_optimizer, nll_sum, set_lr
+from .train import CommandError, CommandParser, cli_entry, resolve_device, seed_type
 from .training import lm_loss
 
 CHECKPOINT = "model"   # -> model.safetensors, model.json, model.resume.pt
 BEST = "best"          # -> best.safetensors, best.json (with --eval-every)
 SUMMARY = "summary.json"
 # The settings that define a trajectory: a resumed run must use the same ones.
-TRAJECTORY_KEYS = ("preset", "block_size", "global_batch", "lr", "seed", "corpus", "warmup_steps", "weight_decay",
-                   "grad_clip", "dropout", "min_lr_ratio")
+TRAJECTORY_KEYS = ("preset", "init", "block_size", "global_batch", "lr", "seed", "corpus", "warmup_steps",
+                   "weight_decay", "grad_clip", "dropout", "min_lr_ratio")
 
 
 # ----------------------------------------------------------------------------- arguments
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    p = CommandParser(
         prog="python -m course_lib.train_gpt2",
         description="Pre-train GPT-2 (course presets or the real sizes) on BPE tokens; single process or torchrun/DDP.")
-    p.add_argument("--preset", default="gpt2-course-tiny", choices=list(GPT2_PRESETS))
+    p.add_argument("--preset", default="gpt2-course-tiny", choices=list(GPT2_PRESETS),
+                   help="the model's sizes when training from scratch (ignored with --init)")
+    p.add_argument("--init", default=None,
+                   help="start from published weights instead: gpt2, gpt2-medium, gpt2-large, gpt2-xl (Hugging Face "
+                        "cache, downloaded once when online), or a folder with config.json + model.safetensors")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps in total (the schedule's length)")
     p.add_argument("--global-batch", type=int, default=16, help="sequences per optimizer step, over all processes")
     p.add_argument("--micro-batch", type=int, default=4, help="sequences per forward/backward pass and process")
-    p.add_argument("--block-size", type=int, default=None, help="context length T (default: the preset's)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="context length T (default and maximum: the model's, i.e. the preset's or --init's)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default: steps // 10, at most 100)")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
@@ -93,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm (0: off)")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout (default 0; with dropout, runs with different process counts draw different masks)")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=seed_type, default=1337, help="random seed, 0 to 2**32-1 (default 1337)")
     p.add_argument("--corpus", default="bundled",
                    help="corpus spec (course_lib.corpus): bundled, a path, hf:..., url:...")
-    p.add_argument("--out", required=True, help="folder for checkpoint.pt and summary.json")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt if it exists")
+    p.add_argument("--out", required=True, help="folder for model.safetensors (+ .json, .resume.pt) and summary.json")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if it exists")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0, help="validation loss every N steps (0: only at the end)")
     p.add_argument("--eval-batches", type=int, default=8, help="fixed validation batches (of --micro-batch)")
@@ -106,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (with a checkpoint) after this step, as if the job were pre-empted; for tests/demos")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (under torchrun: auto, cpu or cuda; each process takes cuda:LOCAL_RANK)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training steps (CUDA with Triton)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training steps (CUDA with Triton)")
+    # tests only: a compiler backend that needs no C++/Triton toolchain (e.g. aot_eager), so that
+    # the compiled path also runs on a CPU (course_lib.device.compile_model)
+    p.add_argument("--compile-backend", default=None, help=argparse.SUPPRESS)
     p.add_argument("--pad-vocab", choices=("auto", "yes", "no"), default="auto",
                    help="pad the vocabulary to a multiple of 64 for faster GPU matmuls (auto: on CUDA only)")
     return p
@@ -127,6 +143,14 @@ def check_args(parser: argparse.ArgumentParser, args, world_size: int) -> int:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}.")
     if args.block_size is not None and args.block_size < 1:
         fail(f"--block-size must be >= 1, got {args.block_size}.")
+    context = GPT2_PRESETS[args.preset][3]
+    if not args.init and args.block_size is not None and args.block_size > context:
+        fail(f"--block-size {args.block_size} is longer than the {args.preset} preset's context of {context} "
+             f"positions: use at most {context} (or another --preset).")
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        fail(f"--out {args.out} is a file, but train_gpt2 writes a folder (model.safetensors, summary.json, ...): "
+             "give a folder name.")
     if not args.lr > 0:
         fail(f"--lr must be > 0, got {args.lr}.")
     if not 0 <= args.dropout < 1:
@@ -145,8 +169,8 @@ def check_args(parser: argparse.ArgumentParser, args, world_size: int) -> int:
         args.warmup_steps = min(100, args.steps // 10)
     if args.warmup_steps < 0:
         fail(f"--warmup-steps must be >= 0, got {args.warmup_steps}.")
-    if args.block_size is None:
-        args.block_size = GPT2_PRESETS[args.preset][3]
+    if args.block_size is None and not args.init:  # with --init: the model's, once its config is read
+        args.block_size = context
     return args.global_batch // per_pass
 
 
@@ -193,7 +217,7 @@ def setup_processes(device_pref: str) -> Dist:
     environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) describe, one device per
     process: NCCL between GPUs, gloo between CPU processes."""
     if not launched_by_torchrun():
-        return Dist(device=pick_device(device_pref))
+        return Dist(device=resolve_device(device_pref))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     use_cuda = distributed_backend(device_pref, torch.cuda.is_available()) == "nccl"
@@ -258,6 +282,24 @@ def rank_batch(train_ids: torch.Tensor, step: int, args, d: Dist) -> tuple[torch
 
 # ----------------------------------------------------------------------------- model & optimizer
 
+def build_model(args, pad: bool, device: torch.device) -> GPT:
+    """The GPT to train: a --preset with random weights, or (--init) published weights. With --init
+    the default context is the model's own, and a longer --block-size is refused."""
+    padded = padded_vocab() if pad else None
+    if not args.init:
+        with torch.device(device):
+            return GPT(gpt2_config(args.preset, block_size=args.block_size, dropout=args.dropout,
+                                   padded_vocab_size=padded))
+    model = from_pretrained(args.init, dropout=args.dropout, padded_vocab_size=padded)
+    check_bpe_vocab(model, args.init)
+    if args.block_size is None:
+        args.block_size = model.block_size
+    elif args.block_size > model.block_size:
+        raise CommandError(f"--block-size {args.block_size} is longer than the {args.init} model's context of "
+                           f"{model.block_size} positions: use at most {model.block_size}.")
+    return model.to(device)
+
+
 @torch.no_grad()
 def evaluate(model: GPT, val_batches, d: Dist, amp) -> float:
     """Mean validation loss per token; the fixed batches are shared out round-robin over ranks."""
@@ -298,28 +340,42 @@ def save_checkpoint(out: Path, model: GPT, stepper: OptimizerStep, step: int, st
 
 
 def load_for_resume(out: Path, model: GPT, stepper: OptimizerStep, args, d: Dist) -> dict:
-    """Load weights and optimizer state to continue a run; refuse one of other settings."""
+    """Load weights and optimizer state to continue a run; refuse a damaged or foreign checkpoint
+    (another script's, another model's) and one written with other settings, each with one message."""
+    weights, _, resume_path = checkpoint_paths(out / CHECKPOINT)
+    foreign = (f"error: cannot resume: {resume_path} is not a train_gpt2 resume state (written by another "
+               "tool or version). Start a fresh run in another --out folder.")
     try:
-        meta = read_meta(out / CHECKPOINT)
-        payload = read_resume(out / CHECKPOINT, meta, map_location=d.device)
+        meta = read_meta(weights)
+        payload = read_resume(weights, meta, map_location=d.device)
         saved = payload["config"]
+        payload["step"], payload["losses"], payload["val_losses"] = (
+            int(payload["step"]), list(payload["losses"]), list(payload["val_losses"]))
+        saved_warmup = int(saved["warmup_steps"])
+        int(saved["steps"]), int(saved["world_size"])
     except CheckpointError as err:
         stop(d, f"error: cannot resume: {err}")
-    except KeyError:
-        stop(d, f"error: cannot resume: {checkpoint_paths(out / CHECKPOINT)[2]} is not a train_gpt2 resume state. "
-                "Start a fresh run in another --out folder.")
+    except (KeyError, TypeError, ValueError):
+        stop(d, foreign)
     if not args.warmup_given:  # the default depends on --steps, which a resumed run may extend
-        args.warmup_steps = saved["warmup_steps"]
+        args.warmup_steps = saved_warmup
     different = {k: (saved.get(k), getattr(args, k)) for k in TRAJECTORY_KEYS if saved.get(k) != getattr(args, k)}
     if different:
         listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items())
-        stop(d, f"error: {out / CHECKPOINT} was written with other settings ({listed}). Resume with the same "
+        stop(d, f"error: {weights} was written with other settings ({listed}). Resume with the same "
                 "settings, or start a fresh run in another --out folder.")
+    saved_pad = (meta.get("config") or {}).get("padded_vocab_size")
+    if saved_pad != model.config.padded_vocab_size:
+        stop(d, f"error: cannot resume: {weights} was trained with the vocabulary "
+                f"{'padded to ' + str(saved_pad) if saved_pad else 'not padded'}; pass --pad-vocab "
+                f"{'yes' if saved_pad else 'no'} to continue it.")
     try:
-        load_state(model, out / CHECKPOINT, meta)
+        load_state(model, weights, meta)
+        stepper.load_state_dict(payload)
     except CheckpointError as err:
         stop(d, f"error: cannot resume: {err}")
-    stepper.load_state_dict(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError):  # an optimizer state of another model
+        stop(d, foreign)
     return payload
 
 
@@ -334,16 +390,13 @@ def train(args, accum: int, d: Dist) -> dict:
     amp = amp_dtype_for(d.device)
     if d.device.type == "cuda":
         enable_tf32()
+    torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    pad = args.pad_vocab == "yes" or (args.pad_vocab == "auto" and d.device.type == "cuda")
+    model = build_model(args, pad, d.device)  # first: missing published weights stop the run at once
     train_ids, val_ids = load_tokens(args.corpus)
     # the same validation windows at every evaluation, and for any number of processes
     val_batches = fixed_batches(val_ids, args.eval_batches, args.micro_batch, args.block_size, "cpu",
                                 seed=args.seed + 1)
-
-    torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    pad = args.pad_vocab == "yes" or (args.pad_vocab == "auto" and d.device.type == "cuda")
-    with torch.device(d.device):
-        model = GPT(gpt2_config(args.preset, block_size=args.block_size, dropout=args.dropout,
-                                padded_vocab_size=padded_vocab() if pad else None))
     # AdamW with decay on the matrices only; betas (0.9, 0.95) as in GPT-2/3 pre-training.
     optimizer = make_optimizer(model, args.lr, args.weight_decay, betas=(0.9, 0.95), device=d.device)
     stepper = OptimizerStep(optimizer, d.device, amp, args.grad_clip)  # fp16 loss scaling, clipping, step
@@ -364,10 +417,10 @@ def train(args, accum: int, d: Dist) -> dict:
     # DDP averages the gradients across processes during backward, bucket by bucket, overlapping
     # the communication with the rest of the backward pass.
     ddp_model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.distributed else model
-    step_model = compile_model(ddp_model, d.device, args.compile)  # shares ddp_model's weights
+    step_model = compile_model(ddp_model, d.device, args.compile, args.compile_backend)  # shares ddp_model's weights
     tokens_per_step = args.global_batch * args.block_size
     log(d, f"{describe_device(d.device)} | processes: {d.world_size}")
-    log(d, f"{args.preset}: {model.num_parameters():,} parameters, T={args.block_size} | global batch "
+    log(d, f"{args.init or args.preset}: {model.num_parameters():,} parameters, T={args.block_size} | global batch "
            f"{args.global_batch} = {d.world_size} process(es) x {accum} accumulation step(s) x micro batch "
            f"{args.micro_batch} | {len(train_ids):,} training tokens | autocast: {amp or 'off (fp32)'}"
            + (f" | vocabulary padded to {model.config.padded_vocab_size:,}" if pad else ""))
@@ -456,14 +509,20 @@ def train(args, accum: int, d: Dist) -> dict:
     return summary
 
 
+@cli_entry
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     accum = check_args(parser, args, env_world_size())  # before any process group or data exists
+    if args.init:
+        pretrained_files(args.init)  # missing published weights: stop now, before anything is created
     d = setup_processes(args.device)
     try:
         if d.main:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise CommandError(f"cannot create the --out folder {args.out} ({err.strerror or err}).") from err
         if d.distributed:
             dist.barrier()  # the folder exists before any rank looks into it
         train(args, accum, d)

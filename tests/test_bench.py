@@ -3,6 +3,7 @@
 
 import json
 
+import pytest
 import torch
 
 from course_lib import bench
@@ -58,3 +59,78 @@ def test_peak_table_names_its_source():
     peak, source = peak_tflops_for("NVIDIA H100 PCIe")
     assert "datasheet" in source
     assert peak_tflops_for("Some Future GPU")[0] is None
+
+
+# ----------------------------------------------------------------------------- where the results go
+
+TINY_RUN = ["--profiles", "smoke", "--families", "bigram", "--steps", "1", "--warmup", "0", "--gen-tokens", "2",
+            "--device", "cpu"]
+
+
+def run_bench(argv, capsys):
+    threads = torch.get_num_threads()
+    try:
+        code = bench.main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        torch.set_num_threads(threads)
+    return (code, *capsys.readouterr())
+
+
+def test_default_output_is_a_new_file_never_the_reference(tmp_path, capsys):
+    from course_lib.paths import REPO_ROOT
+
+    reference = REPO_ROOT / "outputs" / "bench.json"
+    before = reference.read_bytes() if reference.exists() else None
+    first = run_bench(TINY_RUN, capsys)
+    second = run_bench(TINY_RUN, capsys)
+    assert first[0] == second[0] == 0
+    written = sorted((tmp_path / "outputs" / "bench").glob("bench-*.json"))
+    assert len(written) == 2  # two runs, two files: the second never replaces the first
+    assert all(json.loads(p.read_text())["rows"] for p in written)
+    assert f"written: {written[0]}" in first[1] + second[1]
+    assert not (tmp_path / "outputs" / "bench.json").exists()
+    assert (reference.read_bytes() if reference.exists() else None) == before
+
+
+@pytest.fixture
+def no_benchmarks(monkeypatch):
+    """Any benchmark that starts fails the test: the checks must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a benchmark ran before --output was checked")
+
+    monkeypatch.setattr(bench, "bench_case", refuse)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp, "is a folder"),
+    (lambda tmp: (tmp / "old.json").write_text("{}") and tmp / "old.json", "already exists: pass --force"),
+    (lambda tmp: (tmp / "f").write_text("x") and tmp / "f" / "bench.json", "cannot create the folder"),
+])
+def test_output_is_checked_before_any_benchmark(make, message, tmp_path, capsys, no_benchmarks):
+    target = make(tmp_path)
+    code, out, err = run_bench([*TINY_RUN, "--output", str(target)], capsys)
+    assert code == 2 and err.startswith("error:") and message in err and err.count("\n") == 1
+    assert "done:" not in out
+    if target.is_file():
+        assert target.read_text() == "{}"  # untouched
+
+
+def test_force_replaces_an_explicit_output(tmp_path, capsys):
+    target = tmp_path / "bench.json"
+    target.write_text("{}")
+    assert run_bench([*TINY_RUN, "--output", str(target), "--force"], capsys)[0] == 0
+    assert json.loads(target.read_text())["rows"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "gpu"], "Unknown device 'gpu'"),
+    (["--device", "cuda:99"], "cuda"),
+    (["--threads", "0"], "--threads"),
+    (["--peak-tflops", "-3"], "--peak-tflops"),
+    (["--profiles", "huge"], "Unknown profile 'huge'"),
+])
+def test_bad_options_are_one_line(argv, message, capsys, no_benchmarks):
+    code, _, err = run_bench([*TINY_RUN[:-2], *argv], capsys)
+    assert code == 2 and err.startswith("error:") and message in err and "Traceback" not in err

@@ -193,3 +193,10 @@ def test_infinite_scores_are_honoured_not_crashed_on():
     model = ConstantLogits([1.0, float("inf"), 2.0])
     out = generate(model, torch.zeros(1, 1, dtype=torch.long), 5, temperature=0.8, seed=0)
     assert out[0, 1:].tolist() == [1] * 5
+
+
+@pytest.mark.parametrize("top_p", [1e-300, 1e-46, 5e-324])
+def test_a_top_p_that_rounds_to_zero_still_keeps_the_best_token(top_p):
+    logits = torch.tensor([[0.0, 3.0, 1.0]])
+    probs = next_token_probs(logits, 1.0, None, top_p)
+    assert torch.equal(probs, torch.tensor([[0.0, 1.0, 0.0]]))

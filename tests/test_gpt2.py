@@ -10,7 +10,7 @@ from course_lib.batching import BatchingError, SlidingWindowDataset, make_datalo
 from course_lib.bpe import BPE_SHA256, EOT_ID, BPETokenizer, TokenizerFileError, ensure_bpe_file, gpt2_tokenizer
 from course_lib.generation import SamplingError, generate, next_token_probs
 from course_lib.models import GPT
-from course_lib.models.gpt2 import convert_hf_state_dict, gpt2_config, gpt_from_hf_state_dict
+from course_lib.models.gpt2 import convert_hf_state_dict, gpt2_config, gpt_from_hf_state_dict, padded_vocab
 from course_lib.training import TrainConfig, train
 
 
@@ -175,3 +175,101 @@ def test_train_accepts_a_dataloader(tiny_gpt):
     cfg = TrainConfig(max_iters=6, batch_size=4, block_size=16, eval_interval=3, eval_iters=1)
     history = train(tiny_gpt, loader, ids[:300], cfg, progress=False)
     assert history.steps == [0, 3, 6]
+
+
+# ----------------------------------------------------------------------------- padded vocabulary
+
+@pytest.fixture
+def padded_pair():
+    """The same GPT-2-style model twice: with the vocabulary padded (97 -> 128 rows), and without.
+    The padding rows point along the final LayerNorm's bias, which is set large: their logits
+    would beat every real token's, so any path that let them through would be noticed."""
+    torch.manual_seed(0)
+    cfg = gpt2_config("gpt2-course-tiny", vocab_size=97, block_size=24)
+    plain = GPT(cfg).eval()
+    padded = GPT(gpt2_config("gpt2-course-tiny", vocab_size=97, block_size=24, padded_vocab_size=128)).eval()
+    with torch.no_grad():
+        state = plain.state_dict()
+        for name, tensor in padded.state_dict().items():
+            if tensor.shape == state[name].shape:
+                tensor.copy_(state[name])
+            else:  # tok_emb / lm_head (tied): the real rows, then loud padding rows
+                tensor[:97] = state[name]
+                tensor[97:] = 5.0
+        for model in (plain, padded):
+            model.ln_f.bias.fill_(3.0)  # every final state ~ (3, ..., 3): padding logits ~ 5 * 3 * 32
+    return plain, padded
+
+
+def test_padded_logits_have_vocab_size_columns(padded_pair):
+    plain, padded = padded_pair
+    ids = torch.randint(97, (2, 10))
+    assert padded.lm_head.weight.shape == (128, 32)
+    with torch.no_grad():
+        h = padded.hidden_states(ids)
+        assert padded.lm_head(h).argmax(-1).min() >= 97  # uncut, the padding would win everywhere
+        logits = padded(ids)
+        assert logits.shape == (2, 10, 97)
+        torch.testing.assert_close(logits, plain(ids))
+        assert padded.logits(h[:, -1]).shape == (2, 97)
+
+
+def test_generation_never_samples_a_padding_id(padded_pair):
+    _, padded = padded_pair
+    prompt = torch.randint(97, (4, 3))
+    for use_cache in (False, True):
+        out = generate(padded, prompt, 30, temperature=2.0, use_cache=use_cache, seed=1)
+        assert out.max() < 97
+        assert generate(padded, prompt, 5, greedy=True, use_cache=use_cache).max() < 97
+
+
+def test_the_loss_ignores_the_padding(padded_pair):
+    from course_lib.training import lm_loss
+
+    plain, padded = padded_pair
+    x, y = torch.randint(97, (2, 12)), torch.randint(97, (2, 12))
+    loss = lm_loss(padded(x), y)
+    torch.testing.assert_close(loss, lm_loss(plain(x), y))
+    loss.backward()
+    grad = padded.lm_head.weight.grad  # = the tied embedding's gradient
+    assert grad[:97].abs().sum() > 0 and torch.count_nonzero(grad[97:]) == 0  # padding: never input, never scored
+
+
+def test_hugging_face_weights_give_the_same_logits_with_padding():
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.GPT2Config(vocab_size=101, n_positions=24, n_embd=32, n_layer=2, n_head=4,
+                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
+    config = gpt2_config("gpt2-course-tiny", vocab_size=101, block_size=24, n_embd=32, n_head=4, n_layer=2,
+                         padded_vocab_size=padded_vocab(101))
+    ours = gpt_from_hf_state_dict(hf_model.state_dict(), config).eval()
+    assert ours.tok_emb.weight.shape == (128, 32) and torch.count_nonzero(ours.tok_emb.weight[101:]) == 0
+    ids = torch.randint(101, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf_model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_train_gpt2_compiled_with_padding_on_a_cpu_then_generate(tmp_path, capsys):
+    """--compile with the test-only backend aot_eager (no C++ or Triton compiler needed) and
+    --pad-vocab yes, on the CPU; the run's folder then works with the generator CLI as it is."""
+    from course_lib import generate as generate_cli
+    from course_lib import train_gpt2
+    from course_lib.checkpoints import load_model
+
+    threads = torch.get_num_threads()
+    try:
+        code = train_gpt2.main(["--preset", "gpt2-course-tiny", "--steps", "2", "--global-batch", "2",
+                                "--micro-batch", "2", "--block-size", "16", "--eval-batches", "1", "--device", "cpu",
+                                "--compile", "--compile-backend", "aot_eager", "--pad-vocab", "yes",
+                                "--out", str(tmp_path / "run")])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "padded to 50,304" in out and "WITHOUT compiling" not in out and "ignored" not in out
+    model = load_model(tmp_path / "run" / "model").model
+    assert model.config.padded_vocab_size == 50304 and model.vocab_size == 50257
+    assert generate_cli.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "The tide", "-n", "6",
+                              "--seed", "2"]) == 0
+    assert capsys.readouterr().out.startswith("The tide")

@@ -1,5 +1,7 @@
-"""The two ways to install (pip via pyproject.toml, conda via environment.yml) must agree."""
+"""The two ways to install (pip via pyproject.toml, conda via environment.yml) must agree, and
+the Makefile's commands do what the README says."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -42,7 +44,7 @@ def test_environment_yml_installs_the_course_package_and_python():
 def test_makefile_pins_torch_and_exposes_the_two_commands():
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^TORCH_SPEC\s*\?=\s*torch==\d", makefile, re.M), "torch must be pinned (CPU wheel)"
-    for target in ("setup:", "course:", "test:", "lab:", "clean:"):
+    for target in ("setup:", "course:", "test:", "lab:", "app:", "gpu-check:", "clean:"):
         assert re.search(rf"^{target}", makefile, re.M), target
 
 
@@ -56,6 +58,53 @@ def test_a_smoke_course_run_never_writes_over_the_reference_outputs(profile, exp
     assert output_dir, dry
     assert Path(output_dir.group(1)).resolve() == (REPO_ROOT / expected).resolve()
     assert f"{output_dir.group(1)}/executed/" in dry
+
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def _make(*args, cwd=REPO_ROOT, env=None) -> str:
+    """`make` with the course's Makefile; -n prints recipes without running them."""
+    return subprocess.run(["make", "-s", "-f", str(REPO_ROOT / "Makefile"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@needs_make
+@pytest.mark.parametrize("uid, root", [("0", True), ("1000", False)])
+def test_make_lab_allows_root_only_for_root(tmp_path, uid, root):
+    # Jupyter refuses root unless told (--allow-root); a fake `id` plays the user.
+    fake_id = tmp_path / "id"
+    fake_id.write_text(f"#!/bin/sh\necho {uid}\n")
+    fake_id.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    lab = [line for line in _make("-n", "lab", env=env).splitlines() if " lab " in line]
+    assert len(lab) == 1 and lab[0].startswith(str(REPO_ROOT / ".venv" / "bin" / "jupyter")), lab
+    assert ("--allow-root" in lab[0]) == root, lab[0]
+
+
+@needs_make
+def test_no_recipe_forces_a_matplotlib_backend_on_the_kernels_it_starts():
+    # A non-interactive backend (MPLBACKEND=Agg) hides every figure in JupyterLab, papermill and nbval.
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = _make("--eval", 'probe-backend: ; @echo "MPLBACKEND=[$$MPLBACKEND]"', "probe-backend", env=env)
+    assert out.strip() == "MPLBACKEND=[]"
+
+
+@needs_make
+def test_make_course_runs_the_numbered_notebooks_in_order_and_not_the_solutions(tmp_path):
+    names = ["10_gpt2.ipynb", "09b_lstm_regularisation.ipynb", "01_data_prep.ipynb", "09_lstm.ipynb",
+             "scratch.ipynb", "solutions/02_bigram.ipynb"]
+    for name in names:
+        (tmp_path / "notebooks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "notebooks" / name).write_text("{}")
+    out = _make("--eval", "probe-notebooks: ; @echo $(NOTEBOOKS)", "probe-notebooks", cwd=tmp_path)
+    assert out.split() == ["notebooks/01_data_prep.ipynb", "notebooks/09_lstm.ipynb",
+                           "notebooks/09b_lstm_regularisation.ipynb", "notebooks/10_gpt2.ipynb"]
+
+
+@needs_make
+def test_make_gpu_check_runs_the_checker_in_the_venv():
+    assert f"{REPO_ROOT / '.venv' / 'bin' / 'python'} -m course_lib.gpu_check" in _make("-n", "gpu-check")
 
 
 def test_ci_runs_make_test():

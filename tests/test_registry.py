@@ -87,3 +87,42 @@ def test_cli_errors_are_one_clear_line(registry, capsys, args, message):
     assert cli.main([*args, "--output-dir", str(registry)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint", "dropout", "--device", "gpu"], "Unknown device 'gpu'"),
+    (["--checkpoint", "dropout", "--device", "cuda:99"], "cuda"),
+    (["--checkpoint", "dropout", "--device", "npu"], "Unknown device"),
+    (["--checkpoint", "dropout", "--seed", str(10**30)], "argument --seed"),
+    (["--checkpoint", "dropout", "--seed", "-1"], "argument --seed"),
+    (["--checkpoint", "dropout", "--seed", "seven"], "argument --seed"),
+    (["--checkpoint", "dropout", "--temperature", "warm"], "argument --temperature"),
+    (["--checkpoint", "dropout", "--prompt", ""], "prompt is empty"),
+    (["--checkpoint", "no/such/folder"], "No checkpoint at"),
+    ([], "no --checkpoint given"),
+])
+def test_cli_option_errors_are_one_line(registry, capsys, args, message):
+    try:
+        code = cli.main([*args, "--output-dir", str(registry)])
+    except SystemExit as stop:  # argparse's own checks (they print the same one-line form)
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err
+
+
+def test_cli_cuda_on_a_cpu_only_machine(registry, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert cli.main(["--checkpoint", "dropout", "--device", "cuda", "--output-dir", str(registry)]) == 2
+    assert capsys.readouterr().err.startswith("error: --device cuda: device='cuda' was asked for but this torch")
+
+
+def test_cli_takes_a_checkpoint_folder_or_path(registry, tmp_path, capsys, tokenizer):
+    folder = tmp_path / "run"
+    save_model(folder / "model", GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_embd=8, n_head=2,
+                                               n_layer=1)), tokenizer)
+    for where in (folder, folder / "model", folder / "model.safetensors"):
+        assert cli.main(["--checkpoint", str(where), "--prompt", "WREN:", "-n", "4", "--seed", "1"]) == 0
+        assert capsys.readouterr().out.startswith("WREN:")

@@ -139,3 +139,104 @@ def test_world_size_enters_the_divisibility_check(tmp_path, capsys, monkeypatch)
     with pytest.raises(SystemExit):
         train_gpt2.main([*COMMON[:2], "--global-batch", "4", "--micro-batch", "4", "--out", str(tmp_path)])
     assert "--micro-batch 4 x 2 process(es) = 8" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- user errors, one line each
+
+@pytest.fixture
+def quick_tokens(monkeypatch):
+    """Random BPE ids instead of the tokenized corpus: the error paths below do not need real text."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(50257, (3000,), generator=gen)
+    monkeypatch.setattr(train_gpt2, "load_tokens", lambda spec: (ids[:2500], ids[2500:]))
+
+
+@pytest.fixture
+def finished(tmp_path, quick_tokens):
+    out = tmp_path / "run"
+    run_here(out, "--steps", "2", "--pad-vocab", "no")  # explicit: "auto" would pad on a GPU
+    return out
+
+
+def resume_error(out, capsys, *extra) -> str:
+    """The one message with which `--resume` refuses the checkpoint in `out`."""
+    with pytest.raises(SystemExit) as stop:
+        run_here(out, "--steps", "2", "--resume", "--pad-vocab", "no", *extra)
+    message = str(stop.value.code)
+    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in capsys.readouterr().err
+    return message
+
+
+def test_resume_refuses_corrupt_weights(finished, capsys):
+    (finished / "model.safetensors").write_bytes(b"\x00" * 100)
+    message = resume_error(finished, capsys)
+    assert "cannot resume" in message and "not a readable course checkpoint" in message
+
+
+def test_resume_refuses_a_corrupt_resume_state(finished, capsys):
+    (finished / "model.resume.pt").write_bytes(b"not a torch file")
+    assert "model.resume.pt is corrupt" in resume_error(finished, capsys)
+
+
+def test_resume_refuses_a_checkpoint_without_resume_state(finished, capsys, tokenizer):
+    from course_lib.models import GPTConfig
+    from course_lib.checkpoints import save_model
+
+    save_model(finished / "model", GPT(GPTConfig(tokenizer.vocab_size, 16, 16, 2, 1)), tokenizer)  # a char GPT
+    assert "saved without a resume state" in resume_error(finished, capsys)
+
+
+@pytest.mark.parametrize("resume", [{"foo": 1}, {"config": [1, 2], "step": 2, "losses": [], "val_losses": []},
+                                    {"config": {"warmup_steps": "x"}, "step": 2, "losses": [], "val_losses": []}])
+def test_resume_refuses_a_foreign_resume_state(finished, capsys, resume):
+    from course_lib.checkpoints import load_model, save_model
+
+    loaded = load_model(finished / "model")
+    save_model(finished / "model", loaded.model, loaded.tokenizer, resume=resume)  # another tool's state
+    assert "is not a train_gpt2 resume state" in resume_error(finished, capsys)
+
+
+def test_resume_refuses_an_optimizer_state_of_another_model(finished, capsys):
+    from course_lib.checkpoints import load_model, save_model
+
+    loaded = load_model(finished / "model", with_resume=True)
+    state = loaded.resume
+    del state["save_id"]  # save_model pairs the new files itself
+    state["optimizer"]["param_groups"][0]["params"] = [0]  # the group no longer matches this model
+    save_model(finished / "model", loaded.model, loaded.tokenizer, resume=state)
+    assert "is not a train_gpt2 resume state" in resume_error(finished, capsys)
+
+
+def test_resume_with_another_vocabulary_padding_says_which_flag(finished, capsys):
+    assert "pass --pad-vocab no" in resume_error(finished, capsys, "--pad-vocab", "yes")
+
+
+def test_resume_with_other_settings_lists_them(finished, capsys):
+    assert "seed: checkpoint 7 vs now 8" in resume_error(finished, capsys, "--seed", "8")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "gpu"], "Unknown device 'gpu'"),
+    (["--device", "cuda:99"], "cuda"),
+    (["--seed", str(10**30)], "argument --seed"),
+    (["--seed", "-5"], "argument --seed"),
+    (["--block-size", "4096"], "longer than the gpt2-course-tiny preset's context of 32"),
+    (["--preset", "gpt2", "--block-size", "4096"], "longer than the gpt2 preset's context of 1024"),
+    (["--corpus", "no/such/book.txt"], "not found"),
+    (["--init", "gpt5"], "No published weights called 'gpt5'"),
+    (["--out", "{file}"], "is a file"),
+    (["--out", "{file}/inside"], "cannot create the --out folder"),
+])
+def test_user_errors_are_one_line(extra, message, tmp_path, capsys):
+    file = tmp_path / "a_file"
+    file.write_text("x")
+    argv = [*COMMON, "--steps", "2", "--out", str(tmp_path / "run"), *extra]
+    try:
+        code = train_gpt2.main([a.replace("{file}", str(file)) for a in argv])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
