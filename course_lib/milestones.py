@@ -5,6 +5,7 @@ outputs/results.json (the ledger that later notebooks and the README read their 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -97,7 +98,7 @@ def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=N
     Returns {"milestone": path, "checkpoint": path or None, "comparison": sentence or None}.
     """
     from .checkpoints import save_model
-    from .reporting import compare
+    from .reporting import SEED_NOISE_NATS, compare
 
     if isinstance(samples, dict):
         samples = [f"[{label}]\n{text}" for label, text in samples.items()]
@@ -125,7 +126,9 @@ def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=N
         print(f"(milestone {before['milestone']} was run with profile {before.get('profile')} / corpus "
               f"{before.get('corpus')}: run it with this profile and corpus to compare)")
     else:
+        bits = "bits" in compare_key  # the same noise, in the key's unit
         sentence = compare(f"milestone {n}", float(metrics[compare_key]), f"milestone {before['milestone']}",
-                           float(before[compare_key]))
+                           float(before[compare_key]), unit="bits/char" if bits else "nats/char",
+                           noise=SEED_NOISE_NATS / math.log(2) if bits else SEED_NOISE_NATS)
         print(f"{compare_key}: {sentence}")
     return {"milestone": path, "checkpoint": ckpt_path, "comparison": sentence}

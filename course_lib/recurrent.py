@@ -11,12 +11,18 @@ Row b of window k+1 continues exactly where row b of window k stopped, so the hi
 computed on window k is the right starting state for window k+1. Training carries it over but
 **detaches** it (truncated backpropagation through time): the values flow on, the gradients stop
 at the window boundary, and the cost of a step never grows with the length of the text.
+
+It also prices a word model fairly (`word_model_cost`): a word vocabulary maps every rare word to
+one `<unk>` token, so the model's own loss never pays for spelling those words out. A small
+character model of spelling (`CharSpeller`) adds that missing cost, which makes the word model's
+bits per character comparable with models that can write any string.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -25,8 +31,8 @@ from tqdm.auto import tqdm
 from .checkpoints import save_model
 from .models.lstm import detach_hidden
 from .optimization import OptimizerStep, check_finite, make_optimizer, nll_sum
-from .training import EvalResult, lm_loss
-from .words import Vocab, tokenize_lines
+from .training import LN2, EvalResult, lm_loss
+from .words import SPECIALS, Vocab, tokenize_lines
 
 
 # ----------------------------------------------------------------------------- batching
@@ -306,3 +312,152 @@ def generate_words(model: torch.nn.Module, vocab: Vocab, prompt: str = "\n", n_w
     continuation = vocab.decode(generate_word_ids(model, vocab, prompt, n_words, temperature, seed))
     glue = "" if prompt.endswith(("\n", " ")) or continuation.startswith("\n") else " "
     return prompt + glue + continuation
+
+
+# ----------------------------------------------------------------------------- a full price for <unk>
+
+# A character the speller never saw is written as "escape" plus the character itself, chosen
+# uniformly among all Unicode code points: about 20.1 bits. Rare, finite, and never free.
+UNICODE_BITS = math.log2(0x110000)
+
+
+class CharSpeller:
+    """A character bigram model of how words are spelled, with add-alpha smoothing.
+
+    The word model predicts `<unk>` ("some word outside my vocabulary") but not WHICH word. To turn
+    that into the price of the actual word, the speller spells it letter by letter:
+
+        P("kelp") = P(k | start) * P(e | k) * P(l | e) * P(p | l) * P(end | p)
+
+    Each P(next | previous) is a count ratio from the fitting words, (count + alpha) /
+    (total + alpha * outcomes), over the outcomes: every character seen in fitting, `end`, and
+    `escape` (a character never seen: then its code point is paid for too, UNICODE_BITS). Every
+    row sums to 1, so the speller is a proper distribution over all strings: whatever the word,
+    its cost is finite and honest.
+
+    Fit it on the words the vocabulary left out of the TRAINING text (`from_unknown_words`): the
+    training text's own `<unk>`s are the best sample of what unknown words look like (long, rare,
+    often names), so the speller learns their letters, not those of "the" and "and".
+    """
+
+    START, END, ESCAPE = "<w>", "</w>", "<esc>"
+
+    def __init__(self, words: list[str], alpha: float = 1.0):
+        if not alpha > 0:
+            raise ValueError(f"alpha (the smoothing count) must be > 0, got {alpha!r}: with 0, a letter "
+                             "pair never seen in fitting would get probability 0 and cost infinitely many bits.")
+        words = [w for w in words if w]
+        self.alphabet = sorted({c for w in words for c in w})        # the characters seen in fitting
+        self.outcomes = self.alphabet + [self.END, self.ESCAPE]      # what can come next
+        self.alpha = float(alpha)
+        self.n_words = len(words)
+        index = {o: i for i, o in enumerate(self.outcomes)}
+        contexts = [self.START, *self.alphabet, self.ESCAPE]         # what can come before
+        self._context = {c: i for i, c in enumerate(contexts)}
+        pairs = Counter((previous, symbol) for w in words                 # (previous, next) -> count
+                        for previous, symbol in zip([self.START, *w], [*w, self.END]))
+        counts = torch.zeros(len(contexts), len(self.outcomes), dtype=torch.float64)
+        for (previous, symbol), n in pairs.items():
+            counts[self._context[previous], index[symbol]] = n
+        probs = (counts + alpha) / (counts.sum(1, keepdim=True) + alpha * len(self.outcomes))
+        self._bits = (-torch.log2(probs)).tolist()                   # [context][outcome] -> bits
+        self._index = index
+
+    @classmethod
+    def from_unknown_words(cls, train_tokens: list[str], vocab: Vocab, alpha: float = 1.0) -> "CharSpeller":
+        """Fit on the training tokens the vocabulary maps to `<unk>` (every occurrence). If there are
+        none (e.g. min_freq=1), fit on all training words instead, so the speller still knows letters."""
+        words = [t for t in train_tokens if t not in SPECIALS]
+        unknown = [w for w in words if w not in vocab]
+        return cls(unknown or words, alpha)
+
+    def bits(self, word: str) -> float:
+        """-log2 P(word): the bits needed to spell `word`, its end included."""
+        if not isinstance(word, str) or not word:
+            raise ValueError(f"bits() spells a non-empty word, got {word!r}.")
+        total, previous = 0.0, self.START
+        for symbol in [*word, self.END]:
+            known = symbol == self.END or symbol in self._index
+            outcome = symbol if known else self.ESCAPE
+            total += self._bits[self._context[previous]][self._index[outcome]]
+            if not known:
+                total += UNICODE_BITS                                 # which character it was
+            previous = symbol if (known and symbol != self.END) else self.ESCAPE
+        return total
+
+    def next_probs(self, previous: str = START) -> dict[str, float]:
+        """P(next outcome | previous character) for every outcome (sums to 1): for inspection and tests."""
+        row = self._bits[self._context[previous if previous in self._context else self.ESCAPE]]
+        return {o: 2.0 ** -b for o, b in zip(self.outcomes, row)}
+
+    def __repr__(self) -> str:
+        return f"CharSpeller({len(self.alphabet)} characters, fitted on {self.n_words:,} words, alpha={self.alpha:g})"
+
+
+@dataclass
+class WordModelCost:
+    """What a word model pays for a text, in bits, with and without spelling out its `<unk>`s."""
+
+    n_chars: int          # characters of the text (the denominator of every bits/char)
+    n_tokens: int         # tokens predicted (all but the first)
+    n_unknown: int        # of those, how many were `<unk>`
+    word_bits: float      # the model's own total NLL: `<unk>` costs one token, whatever the word
+    spelling_bits: float  # the speller's bits for the actual words behind those `<unk>`s
+
+    @property
+    def optimistic_bits_per_char(self) -> float:
+        """What the model's loss alone gives: a lower bound, every unknown word at the price of one token."""
+        return self.word_bits / self.n_chars
+
+    @property
+    def bits_per_char(self) -> float:
+        """The full cost: every unknown word also spelled out, letter by letter."""
+        return (self.word_bits + self.spelling_bits) / self.n_chars
+
+    @property
+    def unknown_share(self) -> float:
+        return self.n_unknown / self.n_tokens
+
+    @property
+    def spelling_share(self) -> float:
+        """The fraction of the full cost that is spelling unknown words."""
+        return self.spelling_bits / (self.word_bits + self.spelling_bits)
+
+    def as_dict(self) -> dict:
+        return {"n_chars": self.n_chars, "n_tokens": self.n_tokens, "n_unknown": self.n_unknown,
+                "word_bits": round(self.word_bits, 1), "spelling_bits": round(self.spelling_bits, 1),
+                "optimistic_bits_per_char": round(self.optimistic_bits_per_char, 4),
+                "bits_per_char": round(self.bits_per_char, 4)}
+
+
+def word_model_cost(model: torch.nn.Module, vocab: Vocab, text: str, train_text: str | None = None,
+                    speller: CharSpeller | None = None, bptt: int = 256) -> WordModelCost:
+    """Score a word-level model on `text` in bits per character, charging it for its `<unk>`s.
+
+    The model reads `text` as one stream (basic_english words, `<eol>` per newline; the state
+    carried from the first token to the last, batch size 1), exactly as evaluate_recurrent does.
+    Its loss prices an unknown word as one `<unk>` token; the speller then adds the bits needed
+    to spell each such word (fitted on `train_text`'s unknown words, or pass your own `speller`).
+    So `bits_per_char` is a full cost that can be compared with character and BPE models on the
+    same text, and `optimistic_bits_per_char` is what the loss alone claims.
+
+    What is still free, even in the full cost: capital letters (basic_english lower-cases), the
+    characters the tokenizer deletes (double quotes, colons, semicolons), and where spaces go
+    (tokens are simply joined by spaces). A model that can write any string pays for all of those.
+
+        cost = word_model_cost(model, vocab, splits.test, train_text=splits.train)
+        cost.optimistic_bits_per_char, cost.bits_per_char
+    """
+    if speller is None:
+        if train_text is None:
+            raise ValueError("word_model_cost needs train_text= (to fit the speller on the training text's "
+                             "unknown words) or a ready speller= (CharSpeller).")
+        speller = CharSpeller.from_unknown_words(tokenize_lines(train_text), vocab)
+    tokens = tokenize_lines(text)
+    if len(tokens) < 2:
+        raise ValueError(f"The text has {len(tokens)} token(s); scoring needs at least 2 (one read, one predicted).")
+    result = evaluate_recurrent(model, vocab.encode(tokens), bptt, batch_size=1, n_chars=len(text))
+    unknown = [t for t in tokens[1:] if t not in vocab]              # the first token is never predicted
+    return WordModelCost(n_chars=len(text), n_tokens=result.n_tokens, n_unknown=len(unknown),
+                         word_bits=result.loss * result.n_tokens / LN2,
+                         spelling_bits=sum(speller.bits(w) for w in unknown))

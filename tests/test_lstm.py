@@ -6,13 +6,13 @@ import torch
 from course_lib.models.lstm import (LSTMConfig, LSTMLanguageModel, detach_hidden, embedding_dropout_weight,
                                     locked_dropout_mask)
 from course_lib.profiles import settings_for
-from course_lib.recurrent import (RecurrentTrainConfig, autograd_graph_size, batchify, bptt_windows,
-                                  evaluate_recurrent, generate_word_ids, generate_words, tbptt_step,
-                                  train_recurrent)
+from course_lib.recurrent import (UNICODE_BITS, CharSpeller, RecurrentTrainConfig, autograd_graph_size, batchify,
+                                  bptt_windows, evaluate_recurrent, generate_word_ids, generate_words, tbptt_step,
+                                  train_recurrent, word_model_cost)
 from course_lib.checkpoints import load_model, save_model
 from course_lib.optimization import OptimizerStep
 from course_lib.training import LN2
-from course_lib.words import Vocab
+from course_lib.words import Vocab, tokenize_lines
 
 
 def tiny(V=12, **kw) -> LSTMLanguageModel:
@@ -263,3 +263,62 @@ def test_generation_rejects_bad_settings(vocab):
             generate_words(model, vocab, "wren", bad)
     with pytest.raises(ValueError, match="no tokens"):
         generate_words(model, vocab, "  ", 5)
+
+
+# ----------------------------------------------------------------------------- the full cost of <unk>
+
+def test_speller_counts_letter_pairs_with_add_one_smoothing():
+    speller = CharSpeller(["ab"], alpha=1.0)                       # outcomes: a, b, end, escape
+    assert speller.outcomes == ["a", "b", CharSpeller.END, CharSpeller.ESCAPE]
+    # start->a, a->b, b->end: each seen once, so (1 + 1) / (1 + 4) = 0.4
+    assert speller.bits("ab") == pytest.approx(-3 * math.log2(0.4))
+    # never-seen pairs get (0 + 1) / (1 + 4): "ba" = start->b, b->a, a->end
+    assert speller.bits("ba") == pytest.approx(-3 * math.log2(0.2))
+    # a character never seen: escape (0.2 after start) + its code point + end after an escape (1/4)
+    assert speller.bits("z") == pytest.approx(-math.log2(0.2) + UNICODE_BITS + 2.0)
+    assert speller.bits("abab") > speller.bits("ab")               # longer words cost more
+
+
+def test_every_speller_row_is_a_distribution():
+    speller = CharSpeller(["tide", "wren", "saltreach", "t\u00e9a"], alpha=0.5)
+    for previous in [CharSpeller.START, *speller.alphabet, CharSpeller.ESCAPE]:
+        assert sum(speller.next_probs(previous).values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        CharSpeller(["tide"], alpha=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        speller.bits("")
+
+
+def test_speller_learns_from_the_words_the_vocabulary_left_out():
+    train = tokenize_lines("the tide the tide the tide zyx\n")
+    vocab = Vocab.build(train, min_freq=2)                         # "zyx" is the only unknown word
+    speller = CharSpeller.from_unknown_words(train, vocab)
+    assert speller.n_words == 1 and speller.alphabet == ["x", "y", "z"]
+    everything = CharSpeller.from_unknown_words(train, Vocab.build(train, min_freq=1))  # none unknown
+    assert everything.n_words == 7                                  # falls back to every training word
+
+
+def test_word_model_cost_adds_the_spelling_of_every_unknown_target(vocab):
+    model = LSTMLanguageModel(LSTMConfig(vocab_size=len(vocab), emb_size=8, hidden_size=8))
+    speller = CharSpeller(["kraken", "gull"])
+    text = "kraken wren asks why\nodo says gull no\n"             # kraken is the first token: never predicted
+    cost = word_model_cost(model, vocab, text, speller=speller, bptt=5)
+    assert (cost.n_chars, cost.n_tokens, cost.n_unknown) == (len(text), 9, 1)   # 10 tokens, 9 predicted
+    result = evaluate_recurrent(model, vocab.encode(tokenize_lines(text)), 5, n_chars=len(text))
+    assert cost.word_bits == pytest.approx(result.loss * result.n_tokens / LN2)
+    assert cost.optimistic_bits_per_char == pytest.approx(result.bits_per_char)
+    assert cost.spelling_bits == pytest.approx(speller.bits("gull"))
+    assert cost.bits_per_char == pytest.approx((cost.word_bits + cost.spelling_bits) / len(text))
+    assert cost.unknown_share == pytest.approx(1 / 9) and 0 < cost.spelling_share < 1
+    known = word_model_cost(model, vocab, "wren asks why\n", speller=speller)
+    assert known.spelling_bits == 0 and known.bits_per_char == known.optimistic_bits_per_char
+    fitted = word_model_cost(model, vocab, text, train_text="wren asks zyx why\n")   # speller fitted on "zyx"
+    assert fitted.spelling_bits == pytest.approx(CharSpeller(["zyx"]).bits("gull"))
+
+
+def test_word_model_cost_explains_what_it_needs(vocab):
+    model = LSTMLanguageModel(LSTMConfig(vocab_size=len(vocab), emb_size=8, hidden_size=8))
+    with pytest.raises(ValueError, match="train_text="):
+        word_model_cost(model, vocab, "wren asks why")
+    with pytest.raises(ValueError, match="at least 2"):
+        word_model_cost(model, vocab, "wren", speller=CharSpeller(["wren"]))
