@@ -19,7 +19,9 @@ from .gpt import GPT, GPTConfig
 GPT2_VOCAB_SIZE = 50257
 
 # name -> (n_layer, n_head, n_embd, block_size). The first four are OpenAI's released sizes;
-# the course sizes keep GPT-2's design but fit a laptop (small) or a CI smoke test (tiny).
+# the course sizes keep GPT-2's design but fit one GPU on the bundled corpus (medium, ~30M: the
+# notebook 10 gpu profile; the 124M model needs a far larger corpus), a laptop (small) or a CI
+# smoke test (tiny).
 GPT2_PRESETS = {
     "gpt2": (12, 12, 768, 1024),          # 124M
     "gpt2-medium": (24, 16, 1024, 1024),  # 350M
