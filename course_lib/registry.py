@@ -235,3 +235,67 @@ def load_model(name: str, output_dir=None, device: str | torch.device = "cpu") -
     device = torch.device(device)
     loaded = load_checkpoint_file(weights, device=device)
     return LoadedModel(name=display, model=loaded.model, tokenizer=loaded.tokenizer, meta=loaded.meta, device=device)
+
+
+# The models a fresh clone most needs (the app's free text, the LSTM, the fine-tuned tasks), in
+# fp16: about 1.6 + 3 + 14.5 MB with the cpu reference sizes, under the 25 MB the repo allows.
+REFERENCE_MODELS = ("dropout", "lstm", "finetuned")
+REFERENCE_BUDGET_MB = 25.0
+
+
+def export_reference_models(names=REFERENCE_MODELS, output_dir=None, target: str | os.PathLike | None = None,
+                            note: str = "") -> list[Path]:
+    """Copy trained checkpoints into the shipped reference folder as fp16 safetensors (half the
+    size; load_model turns them back into fp32), so that `generate` and the app work right after
+    cloning. `note` (e.g. the command of the run) is kept in each one's metadata. Refuses to write
+    more than REFERENCE_BUDGET_MB in all."""
+    from .checkpoints import load_model as load_file, save_model
+
+    target = Path(target) if target is not None else REFERENCE_DIR
+    rows = {row["name"]: row for row in list_checkpoints(output_dir, include_reference=False)}
+    missing = [n for n in names if n not in rows or not rows[n]["ready"]]
+    if missing:
+        raise CheckpointError(f"Cannot export {', '.join(missing)}: not trained (and ready) in "
+                              f"{checkpoints_dir(output_dir)}. Run the course first.")
+    loaded = {n: load_file(rows[n]["path"]) for n in names}
+    size_mb = sum(2 * sum(p.numel() for p in c.model.parameters()) for c in loaded.values()) / 1e6
+    if size_mb > REFERENCE_BUDGET_MB:
+        raise CheckpointError(f"The reference models would take {size_mb:.1f} MB in fp16, over the "
+                              f"{REFERENCE_BUDGET_MB:g} MB budget: export fewer or smaller models.")
+    paths = []
+    for name, ck in loaded.items():
+        meta = {k: v for k, v in ck.meta.items()
+                if k not in ("model", "config", "tokenizer", "parameters", "format", "tied", "dtype", "save_id",
+                             "has_resume")}
+        meta.update(reference_copy_of=f"{name} trained {ck.meta.get('saved_at', '?')}", reference_note=note)
+        paths.append(save_model(target / name, ck.model, ck.tokenizer, dtype=torch.float16, **meta))
+    return paths
+
+
+def main(argv=None) -> int:
+    """`python -m course_lib.registry --export-reference`: refresh the shipped fp16 models from
+    this machine's trained checkpoints (a deliberate step of a reference run, never automatic)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m course_lib.registry", description=main.__doc__.split("\n")[0])
+    p.add_argument("--export-reference", action="store_true", help=f"write {', '.join(REFERENCE_MODELS)} in fp16 "
+                                                                    f"to {REFERENCE_DIR.relative_to(REPO_ROOT)}/")
+    p.add_argument("--output-dir", default=None, help="where the trained checkpoints are (default: outputs/)")
+    p.add_argument("--note", default="", help="where the models come from (e.g. the run's command)")
+    args = p.parse_args(argv)
+    if not args.export_reference:
+        for row in list_checkpoints(args.output_dir):
+            print(f"{row['name']:<16} {row['source']:<10} {'ready' if row['ready'] else row.get('broken', 'metadata only')}")
+        return 0
+    try:
+        for path in export_reference_models(output_dir=args.output_dir, note=args.note):
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

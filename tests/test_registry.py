@@ -126,3 +126,41 @@ def test_cli_takes_a_checkpoint_folder_or_path(registry, tmp_path, capsys, token
     for where in (folder, folder / "model", folder / "model.safetensors"):
         assert cli.main(["--checkpoint", str(where), "--prompt", "WREN:", "-n", "4", "--seed", "1"]) == 0
         assert capsys.readouterr().out.startswith("WREN:")
+
+
+def test_reference_models_are_exported_in_fp16_and_served_after_clone(registry, tmp_path, monkeypatch, small_text):
+    from course_lib.registry import export_reference_models
+
+    import time
+
+    shipped = tmp_path / "shipped"
+    time.sleep(1.1)  # saved_at has one-second resolution: the export is strictly newer than the training
+    paths = export_reference_models(("bigram", "dropout", "lstm"), registry, target=shipped, note="make course")
+    assert [p.name for p in paths] == ["bigram.safetensors", "dropout.safetensors", "lstm.safetensors"]
+    from course_lib.checkpoints import read_meta
+    assert read_meta(paths[1])["dtype"] == "float16" and read_meta(paths[1])["reference_note"] == "make course"
+    # A fresh clone: no trained checkpoints, only the shipped copies.
+    monkeypatch.setenv("COURSE_REFERENCE_MODELS", str(shipped))
+    fresh = tmp_path / "fresh"
+    rows = {r["name"]: r for r in list_checkpoints(fresh)}
+    assert {n: (r["ready"], r["source"]) for n, r in rows.items()} == {
+        n: (True, "reference") for n in ("bigram", "dropout", "lstm")}
+    assert load_model("dropout", fresh).generate("WREN:", 5, seed=1).startswith("WREN:")
+    # A newer trained checkpoint of the same name wins over the shipped copy.
+    rows = {r["name"]: r for r in list_checkpoints(registry)}
+    assert rows["dropout"]["source"] == "reference"  # the export is newer than the fixture's training
+    time.sleep(1.1)
+    save_model(registry / "checkpoints" / "dropout", load_model("dropout", registry).model,
+               load_model("dropout", registry).tokenizer)
+    assert {r["name"]: r for r in list_checkpoints(registry)}["dropout"]["source"] == "trained"
+
+
+def test_export_refuses_missing_models_and_the_size_budget(registry, tmp_path, monkeypatch):
+    from course_lib import registry as reg
+
+    with pytest.raises(CheckpointError, match="Cannot export finetuned"):
+        reg.export_reference_models(("dropout", "finetuned"), registry, target=tmp_path / "x")
+    monkeypatch.setattr(reg, "REFERENCE_BUDGET_MB", 0.001)
+    with pytest.raises(CheckpointError, match="over the 0.001 MB budget"):
+        reg.export_reference_models(("dropout",), registry, target=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
