@@ -110,10 +110,6 @@ def plot_attention(weights, tokens: list[str], title: str = "attention", path=No
     return _finish(ax.figure, path, show) if own_figure else ax
 
 
-def plot_ladder(results: dict, path=None, show: bool = True, key: str = "val_loss"):
-    """The course's 'ladder': val loss of each milestone from results.json, in order."""
-    rows = [results[k] for k in sorted(results, key=int) if key in results[k]]
-    # "08\nfull char GPT": number and name on two lines, so that neighbouring labels never overlap
-    values = {f"{r['milestone']:02d}\n{r.get('short', r['title'])[:14]}": float(r[key]) for r in rows}
-    return plot_bars(values, ylabel=f"{key} (nats/char)", title="The ladder: validation loss by milestone",
-                     path=path, show=show, highlight=list(values)[-1] if values else None)
+# The ladder of milestones 02-08 has its own module (every rung labelled with what it changed,
+# the validation curves overlaid); re-exported here, the home of every course figure.
+from .ladder import plot_ladder  # noqa: E402,F401
