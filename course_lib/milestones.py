@@ -84,7 +84,8 @@ def save_milestone(n: int, title: str, samples: list[str] | str, run_info: dict,
 
 def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=None, tokenizer=None,
                      checkpoint: str | None = None, changes: str = "", sampling: dict | None = None,
-                     history=None, extra: dict | None = None, compare_key: str = "val_loss") -> dict:
+                     history=None, extra: dict | None = None, compare_key: str = "val_loss",
+                     compare_unit: str | None = None, checkpoint_meta: dict | None = None) -> dict:
     """The bookkeeping at the end of a milestone notebook, in one call:
 
     1. the checkpoint `checkpoints/<checkpoint>` (weights, tokenizer, and this run's metadata),
@@ -95,6 +96,8 @@ def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=N
        and corpus, phrased from the numbers (course_lib.reporting.compare).
 
     run: the notebook's NotebookRun. samples: {label: text} or a list of texts.
+    compare_unit: the unit of compare_key in the printed sentence (default: bits/char for a
+    "bits" key, else nats/char). checkpoint_meta: more metadata for the checkpoint (e.g. tasks).
     Returns {"milestone": path, "checkpoint": path or None, "comparison": sentence or None}.
     """
     from .checkpoints import save_model
@@ -112,7 +115,7 @@ def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=N
         if model is None or tokenizer is None:
             raise ValueError("finish_milestone(checkpoint=...) needs model= and tokenizer= to save.")
         ckpt_path = save_model(run.checkpoints_dir / checkpoint, model, tokenizer, milestone=n, title=title,
-                               **run.info(), metrics=metrics)
+                               **run.info(), metrics=metrics, **(checkpoint_meta or {}))
         extra["checkpoint"] = checkpoint
     before = previous_result(n, run.output_dir)
     path = save_milestone(n, title, samples, run.info(), metrics=metrics, sampling=sampling, extra=extra,
@@ -128,7 +131,7 @@ def finish_milestone(run, n: int, title: str, *, samples, metrics: dict, model=N
     else:
         bits = "bits" in compare_key  # the same noise, in the key's unit
         sentence = compare(f"milestone {n}", float(metrics[compare_key]), f"milestone {before['milestone']}",
-                           float(before[compare_key]), unit="bits/char" if bits else "nats/char",
+                           float(before[compare_key]), unit=compare_unit or ("bits/char" if bits else "nats/char"),
                            noise=SEED_NOISE_NATS / math.log(2) if bits else SEED_NOISE_NATS)
         print(f"{compare_key}: {sentence}")
     return {"milestone": path, "checkpoint": ckpt_path, "comparison": sentence}

@@ -24,7 +24,12 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_REFERENCE_MODELS", "none")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
     torch.manual_seed(0)
+    # The tests' models are tiny: one thread is faster than two fighting over a 2-core CI machine
+    # (token-by-token generation measured 13x slower with 2 threads on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

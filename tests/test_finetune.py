@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from course_lib.bpe import BPETokenizer
-from course_lib.finetune import (IGNORE, Example, FinetuneConfig, chat_perplexity, completion_loss, encode_example,
-                                 finetune,
-                                 load_examples, lr_at, majority_baseline, masked_loss, pad_collate, sorting_accuracy,
-                                 spell_scores)
+from course_lib.checkpoints import load_model
+from course_lib.finetune import (IGNORE, Example, FinetuneConfig, chat_perplexity, complete, completion_loss,
+                                 dev_loss, encode_example, finetune, load_examples, lr_at, majority_baseline,
+                                 masked_loss, pad_collate, sorting_accuracy, spell_scores, split_dev)
 from course_lib.models import GPT
 from course_lib.models.gpt2 import gpt2_config
 
@@ -113,3 +113,24 @@ def test_finetuning_lowers_the_loss_and_evaluators_run(model, tok):
 
 def test_majority_baseline_on_balanced_table():
     assert majority_baseline(load_examples("train"), load_examples("test")) == pytest.approx(0.25)
+
+
+def test_finetune_keeps_the_best_dev_weights_and_saves_them(model, tok, tmp_path):
+    train, dev = split_dev(load_examples("train", tasks=("spell",)))
+    config = FinetuneConfig(max_steps=6, batch_size=4, learning_rate=3e-3, warmup_steps=1, eval_interval=2,
+                            checkpoint_path=str(tmp_path / "finetuned"))
+    history = finetune(model, tok, train[:16], config, progress=False, dev_examples=dev[:4],
+                       checkpoint_meta={"tasks": ["spell"], "base": "test"})
+    assert history.dev_steps == [0, 2, 4, 6] and history.best_dev_loss == min(history.dev_loss)
+    saved = load_model(tmp_path / "finetuned")
+    assert saved.meta["best_step"] == history.best_step and saved.meta["tasks"] == ["spell"]
+    assert saved.meta["train_seconds"] >= 0 and saved.meta["finetune_config"]["max_steps"] == 6
+    assert dev_loss(saved.model, tok, dev[:4]) == pytest.approx(history.best_dev_loss, abs=1e-5)
+    prompt = dev[0].prompt
+    assert complete(model, tok, prompt, 5, temperature=1.0, seed=3) == complete(model, tok, prompt, 5, temperature=1.0,
+                                                                                  seed=3)
+
+
+def test_load_examples_rejects_unknown_tasks():
+    with pytest.raises(ValueError, match="task"):
+        load_examples("train", tasks=("sorting", "poetry"))
