@@ -143,7 +143,8 @@ class History:
     best_step: int = 0
     best_val_loss: float = math.inf
     stopped_early: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0            # the whole run, evaluations included
+    eval_seconds: float = 0.0       # of which the evaluations on the fixed batches
     tokens_per_second: float = 0.0
 
     def as_dict(self) -> dict:
@@ -203,6 +204,7 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
 
     def log_eval(step: int) -> None:
         nonlocal best_state, evals_without_gain
+        started = time.perf_counter()
         history.step_losses.extend(t.item() for t in pending)
         pending.clear()
         history.steps.append(step)
@@ -216,6 +218,7 @@ def train(model: torch.nn.Module, train_data: torch.Tensor, val_data: torch.Tens
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             evals_without_gain += 1
+        history.eval_seconds += time.perf_counter() - started
 
     start = time.perf_counter()
     bar = tqdm(range(config.max_iters), desc="training", disable=not progress, mininterval=1.0)
