@@ -24,9 +24,12 @@ def build_parser() -> CommandParser:
                         "written by train_gpt2 --out / train --out")
     p.add_argument("--prompt", "-p", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=200)
-    p.add_argument("--temperature", "-t", type=float, default=1.0)
+    p.add_argument("--temperature", "-t", type=float, default=1.0,
+                   help="any finite number > 0: below 1 safer, above 1 wilder; tiny values act as greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--greedy", action="store_true",
+                   help="always the most likely token (temperature, top-k and top-p are not used)")
     p.add_argument("--seed", type=seed_type, default=None,
                    help="fix the randomness for a repeatable sample (0 to 2**32-1)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)  # before loading: a missing GPU is reported as such
     loaded = load_model(args.checkpoint, args.output_dir, device)
     pieces = loaded.stream(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                           top_p=args.top_p, seed=args.seed)
+                           top_p=args.top_p, seed=args.seed, greedy=args.greedy)
     first = next(pieces, "")  # sampling settings and the prompt are checked here, before anything is printed
     sys.stdout.write(args.prompt)
     for piece in itertools.chain([first], pieces):

@@ -164,3 +164,19 @@ def test_export_refuses_missing_models_and_the_size_budget(registry, tmp_path, m
     with pytest.raises(CheckpointError, match="over the 0.001 MB budget"):
         reg.export_reference_models(("dropout",), registry, target=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_greedy_needs_no_temperature_and_is_repeatable(registry, capsys):
+    args = ["--checkpoint", "dropout", "--prompt", "ODO:", "-n", "8", "--greedy", "--output-dir", str(registry)]
+    assert cli.main([*args, "--temperature", "0"]) == 0       # the temperature is not used at all
+    first = capsys.readouterr().out
+    assert cli.main(args) == 0 and capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize("name, prompt", [("dropout", "ODO:"), ("lstm", "the tide")])
+def test_extreme_temperatures_never_crash(registry, capsys, name, prompt):
+    for t in ("1e-30", "1e-8", "1e30"):
+        assert cli.main(["--checkpoint", name, "--prompt", prompt, "-n", "5", "-t", t, "--seed", "1",
+                         "--output-dir", str(registry)]) == 0, t
+    assert cli.main(["--checkpoint", name, "--prompt", prompt, "-t", "inf", "--output-dir", str(registry)]) == 2
+    assert "temperature" in capsys.readouterr().err
