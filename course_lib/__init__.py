@@ -23,7 +23,8 @@ Each module holds one idea that a notebook teaches (in course order):
     words        the basic_english word tokenizer and vocabulary (notebook 09)
     recurrent    truncated BPTT batching and training for the LSTM (notebook 09)
     bpe          GPT-2's byte-pair tokenizer through tiktoken, offline (notebook 10)
-    finetune     task prefixes, masked loss, schedule, held-out evaluation (notebook 11)
+    finetune     task prefixes, the dev split, masked loss, fine-tuning (notebook 11)
+    task_scores  task scores a reader can trust: intervals, two readings of sorting, baselines (11b)
     registry     every trained checkpoint by name (notebook 12, the CLI, the web app), shipped models
     generate     `python -m course_lib.generate`: text from any checkpoint
     train        `python -m course_lib.train char|lstm|gpt2|finetune`: what the notebooks train

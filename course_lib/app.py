@@ -83,7 +83,8 @@ from . import registry
 from .bpe import TokenizerFileError
 from .checkpoints import CheckpointError
 from .device import pick_device
-from .finetune import HOUSES, chat_prompt, complete, completion_logprob, sorting_prompt, spell_prompt
+from .finetune import HOUSES, chat_prompt, sorting_prompt, spell_prompt
+from .task_scores import complete, completion_logprob
 from .generation import SamplingError
 from .paths import TASKS_DIR
 from .tokenizers import UnknownCharacterError
@@ -110,7 +111,7 @@ FIELDS = ("model", "prompt", *DEFAULTS)
 TASKS = ("sorting", "spell", "chat")
 TASK_FIELDS = {"sorting": ("description",), "spell": ("effect",), "chat": ("character", "message")}
 MAX_TASK_CHARS = 500      # the longest task prompt in data/tasks/ has 232 characters
-SPELL_TOKENS = 8          # as finetune.spell_scores: an incantation is one short word
+SPELL_TOKENS = 8          # as task_scores.spell_scores: an incantation is one short word
 CHAT_REPLY_TOKENS = 80    # the longest reply in data/tasks/chat.csv is 60 GPT-2 tokens
 ANSWER_ROOM = {"sorting": 2, "spell": SPELL_TOKENS, "chat": 16}  # tokens kept free for the answer
 
@@ -462,7 +463,7 @@ def hall_probabilities(loaded: registry.LoadedModel, description: str) -> tuple[
 
     Each hall's whole answer (" Lantern", " Thorn", ...; some are two tokens) is scored by its
     log-likelihood after the sorting prompt: the sum of its tokens' log-probabilities, which is
-    log P(answer | prompt), the score finetune.sorting_accuracy picks the best hall by. A softmax
+    log P(answer | prompt), the score task_scores.sorting_accuracy picks the best hall by. A softmax
     over the four turns them into the model's probability of each hall given that it names one.
     -> ({hall: probability}, {hall: summed log-probability}), in HOUSES order.
     """
@@ -477,7 +478,7 @@ def hall_probabilities(loaded: registry.LoadedModel, description: str) -> tuple[
 def run_task(req: TaskRequest, loaded: registry.LoadedModel, data: TaskData) -> dict:
     """The answer to a checked task request. Spells and chat are decoded greedily (the model's
     single best answer, the same every time) and end at <|endoftext|> or a line break, exactly
-    as notebook 11 evaluates them (finetune.complete)."""
+    as notebook 11b evaluates them (task_scores.complete)."""
     model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     if req.task == "sorting":
         probabilities, log_likelihoods = hall_probabilities(loaded, req.inputs["description"])
@@ -485,7 +486,7 @@ def run_task(req: TaskRequest, loaded: registry.LoadedModel, data: TaskData) -> 
                 "log_likelihoods": log_likelihoods}
     if req.task == "spell":
         answer = complete(model, tokenizer, req.prompt, SPELL_TOKENS, device)
-        incantation = answer.split(" ")[0]  # one word, as finetune.spell_scores reads it
+        incantation = answer.split(" ")[0]  # one word, as task_scores.spell_scores reads it
         return {"incantation": incantation, "parts": spell_parts(incantation, data.lexicon)}
     return {"reply": complete(model, tokenizer, req.prompt, CHAT_REPLY_TOKENS, device)}
 

@@ -288,7 +288,8 @@ def train_finetune(args, cfg, device, weights: Path, meta: dict) -> None:
     a dev split carved from the training tables picks the kept weights and is what gets scored;
     the test rows stay unread (notebook 11b reads them once)."""
     from .bpe import BPETokenizer
-    from .finetune import FinetuneConfig, finetune, load_examples, rate, sorting_accuracy, split_dev
+    from .finetune import FinetuneConfig, finetune, load_examples, split_dev
+    from .task_scores import rate, sorting_accuracy
     from .models.gpt2 import load_base
 
     model = load_base(args.base, args.output_dir, device)  # first: a missing base stops the run at once

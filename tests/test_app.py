@@ -17,7 +17,8 @@ from course_lib import app as app_module
 from course_lib.app import (MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_TASK_CHARS, create_app, exposure_notice,
                             make_dev_server, spell_parts)
 from course_lib.checkpoints import save_model
-from course_lib.finetune import HOUSES, chat_prompt, complete, completion_logprob, sorting_prompt, spell_prompt
+from course_lib.finetune import HOUSES, chat_prompt, sorting_prompt, spell_prompt
+from course_lib.task_scores import complete, completion_logprob
 from course_lib.models import GPT, BigramLM, GPTConfig
 from course_lib.models.lstm import LSTMConfig, LSTMLanguageModel
 from course_lib.paths import TASKS_DIR

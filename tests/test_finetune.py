@@ -5,9 +5,8 @@ import torch
 
 from course_lib.bpe import BPETokenizer
 from course_lib.checkpoints import load_model
-from course_lib.finetune import (IGNORE, Example, FinetuneConfig, chat_perplexity, complete, completion_loss,
-                                 dev_loss, encode_example, finetune, load_examples, lr_at, majority_baseline,
-                                 masked_loss, pad_collate, sorting_accuracy, spell_scores, split_dev)
+from course_lib.finetune import IGNORE, Example, FinetuneConfig, completion_loss, dev_loss, encode_example, finetune, load_examples, lr_at, masked_loss, pad_collate, split_dev
+from course_lib.task_scores import chat_perplexity, complete, majority_baseline, sorting_accuracy, spell_scores
 from course_lib.models import GPT
 from course_lib.models.gpt2 import gpt2_config
 

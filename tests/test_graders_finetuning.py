@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.checks import grade_masked_loss, grade_wilson_interval
-from course_lib.finetune import wilson_interval
+from course_lib.task_scores import wilson_interval
 
 
 def completion_loss(logits, ids, prompt_lens, lengths):

@@ -115,6 +115,7 @@ def test_notebooks_are_committed_clean_with_a_parameters_cell():
     import json
 
     notebooks = sorted(Path(REPO_ROOT / "notebooks").glob("*.ipynb"))
+    notebooks += sorted(Path(REPO_ROOT / "notebooks" / "solutions").glob("*.ipynb"))
     assert notebooks
     for path in notebooks:
         nb = json.loads(path.read_text(encoding="utf-8"))
@@ -122,3 +123,23 @@ def test_notebooks_are_committed_clean_with_a_parameters_cell():
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), path.name
         assert "parameters" in code[0].get("metadata", {}).get("tags", []), path.name
         assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name} should open with prose"
+
+
+def test_every_course_notebook_has_the_anatomy_students_rely_on():
+    """DESIGN.md's anatomy: run times and prerequisites up front, at most about 35 cells,
+    exercises with at least one grader, a link to the next notebook, and a solutions notebook."""
+    import json
+    import re
+
+    notebooks = sorted(Path(REPO_ROOT / "notebooks").glob("[0-9][0-9]*.ipynb"))
+    assert len(notebooks) >= 12
+    for path in notebooks:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        text = ["".join(c["source"]) for c in cells]
+        assert len(cells) <= 35, f"{path.name} has {len(cells)} cells"
+        assert "**Prerequisites:**" in text[0] or path.name.startswith("01"), path.name
+        assert re.search(r"\*\*Run time:\*\* smoke ~\d+ s", text[0]), f"{path.name}: no measured run time"
+        assert "**Next:**" in text[-1], f"{path.name} does not end with a link to the next notebook"
+        assert any("Exercise" in t for t in text), f"{path.name} has no exercises"
+        assert any(re.search(r"^grade_\w+\(", t, re.M) for t in text), f"{path.name}: no graded exercise"
+        assert (path.parent / "solutions" / f"{path.stem}_solutions.ipynb").exists(), f"{path.name}: no solutions"

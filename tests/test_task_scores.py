@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from course_lib.bpe import BPETokenizer
-from course_lib.finetune import (HOUSES, CentroidClassifier, Example, HallResult, Score, SortingScores,
-                                 UnigramReplies, answer_logprobs, baseline_scores, bootstrap_interval,
-                                 completion_logprob, load_examples, nearest_spells, parse_spell, rate, reply_stats,
-                                 sorting_scores, spell_result, split_dev, stratum, wilson_interval)
+from course_lib.finetune import HOUSES, Example, load_examples, split_dev, stratum
+from course_lib.task_scores import CentroidClassifier, HallResult, Score, SortingScores, UnigramReplies, answer_logprobs, baseline_scores, bootstrap_interval, completion_logprob, nearest_spells, parse_spell, rate, reply_stats, sorting_scores, spell_result, wilson_interval
 from course_lib.models import GPT
 from course_lib.models.gpt2 import gpt2_config
 
