@@ -31,8 +31,8 @@ def compare(a_label: str, a: float, b_label: str, b: float, *, noise: float = SE
         return (f"{a_label} and {b_label} are within noise: {shown} (difference {diff:.{digits}f} < "
                 f"{noise:g} {unit}, the spread between runs that differ only in the seed).")
     a_better = (a < b) if lower_is_better else (a > b)
-    better, worse = (a_label, b_label) if a_better else (b_label, a_label)
-    return f"{better} beats {worse} by {diff:.{digits}f} {unit} ({shown})."
+    (better, x), (worse, y) = ((a_label, a), (b_label, b)) if a_better else ((b_label, b), (a_label, a))
+    return f"{better} beats {worse} by {diff:.{digits}f} {unit} ({x:.{digits}f} vs {y:.{digits}f})."
 
 
 def better(a: float, b: float, noise: float = SEED_NOISE_NATS, lower_is_better: bool = True) -> bool:

@@ -12,7 +12,8 @@ from course_lib.reporting import better, compare, sample_prompts
 
 def test_compare_names_the_better_model_and_the_margin():
     assert compare("A", 1.50, "B", 1.55) == "A beats B by 0.050 nats/char (1.500 vs 1.550)."
-    assert compare("A", 1.55, "B", 1.50).startswith("B beats A by 0.050")
+    # the numbers follow the sentence's order: the winner's first
+    assert compare("A", 1.55, "B", 1.50) == "B beats A by 0.050 nats/char (1.500 vs 1.550)."
     assert compare("A", 0.8, "B", 0.6, lower_is_better=False, unit="accuracy").startswith("A beats B by 0.200 accuracy")
     assert "within noise" in compare("A", 1.500, "B", 1.504)
     assert better(1.4, 1.5) and not better(1.5, 1.4) and not better(1.500, 1.505)
