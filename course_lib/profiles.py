@@ -133,7 +133,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     # memorises them within a few hundred steps), so the gpu profile trains a 6-layer, 384-wide
     # GPT-2 ("gpt2-course-medium", about 30M parameters, most of them the embedding table) at
     # context 256 with dropout 0.2 and early stopping. The 124M preset needs a corpus of tens of
-    # millions of tokens (README: "GPT-2 124M on a larger corpus").
+    # millions of tokens (README: "GPT-2 124M needs a bigger corpus").
     "gpt2": {
         "smoke": dict(preset="gpt2-course-tiny", block_size=32, batch_size=4, max_iters=20, eval_interval=10,
                       eval_iters=2, learning_rate=3e-3, warmup_iters=2, dropout=0.0, stride=32,

@@ -30,7 +30,7 @@ from .checkpoints import (META_SUFFIX, WEIGHTS_SUFFIX, CheckpointError, build_mo
 from .paths import REPO_ROOT
 from .paths import output_dir as default_output_dir
 
-# The small fp16 models committed with the repository (see README, "Models ready after clone").
+# The small fp16 models committed with the repository (see README, "Generating text").
 REFERENCE_DIR = REPO_ROOT / "outputs" / "reference_models"
 
 

@@ -18,7 +18,7 @@ import random
 
 # Run-to-run spread of a validation loss on the bundled corpus between runs that differ only in
 # the seed (initial weights and batch order): measured for the cpu-profile milestone 7 model,
-# see README "Reference results". Differences smaller than this are not evidence of anything.
+# see README "How the settings were chosen". Differences smaller than this are not evidence of anything.
 SEED_NOISE_NATS = 0.01
 
 
