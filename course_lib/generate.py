@@ -49,7 +49,7 @@ def main(argv=None) -> int:
             if row.get("broken"):
                 status = f"broken: {row['broken']}"
             elif row["ready"]:
-                status = "ready" + (" (shipped reference model)" if row["source"] == "reference" else "")
+                status = "ready" + (": shipped reference model" if row["source"] == "reference" else "")
             else:
                 status = "metadata only: re-run its notebook"
             print(f"{row['name']:<16} {str(row.get('model', '?')):<18} {row.get('parameters') or 0:>12,} params  ({status})")

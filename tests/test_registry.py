@@ -180,3 +180,21 @@ def test_extreme_temperatures_never_crash(registry, capsys, name, prompt):
                          "--output-dir", str(registry)]) == 0, t
     assert cli.main(["--checkpoint", name, "--prompt", prompt, "-t", "inf", "--output-dir", str(registry)]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+def test_the_committed_reference_models_load_and_write(tmp_path, monkeypatch):
+    """What a fresh clone gets: the fp16 models in outputs/reference_models/ are ready, within the
+    size budget, from the cpu profile, and each writes text from a prompt."""
+    from course_lib.registry import REFERENCE_DIR, REFERENCE_MODELS
+
+    monkeypatch.setenv("COURSE_REFERENCE_MODELS", str(REFERENCE_DIR))
+    rows = {r["name"]: r for r in list_checkpoints(tmp_path / "fresh")}
+    assert {n: (rows[n]["ready"], rows[n]["source"]) for n in REFERENCE_MODELS} == {
+        n: (True, "reference") for n in REFERENCE_MODELS}
+    assert sum(p.stat().st_size for p in REFERENCE_DIR.glob("*.safetensors")) < 25e6
+    prompts = {"dropout": "WREN:", "lstm": "the tide", "finetuned": "[CHAT] User to Wren: Hello!\nWREN:"}
+    for name in REFERENCE_MODELS:
+        loaded = load_model(name, tmp_path / "fresh")
+        assert loaded.meta["profile"] == "cpu" and loaded.meta["dtype"] == "float16", name
+        text = loaded.generate(prompts[name], 8, seed=1)
+        assert text.startswith(prompts[name]) and len(text) > len(prompts[name]), name
