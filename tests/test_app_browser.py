@@ -28,9 +28,8 @@ from course_lib.finetune import HOUSES
 from course_lib.models import GPT, GPTConfig
 from course_lib.paths import REPO_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-IN_CI = os.environ.get("CI") == "true"
+from chromium import require, start_chromium  # tests/chromium.py
+
 WAIT_S = 60  # generous: a cold Chromium on a busy two-core machine takes a while
 # Read when the module is imported, before tests/conftest.py clears every COURSE_* variable.
 SCREENSHOTS_TO = os.environ.get("APP_SCREENSHOTS")
@@ -38,36 +37,9 @@ SCREENSHOT_MODELS = os.environ.get("APP_SCREENSHOT_MODELS") or os.environ.get("C
 REFERENCE_MODELS = os.environ.get("COURSE_REFERENCE_MODELS")
 
 
-def require(ok: bool, reason: str) -> None:
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"{reason} -- CI=true, and CI must install it so that this test runs.")
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def browser(tmp_path):
-    try:
-        from selenium import webdriver
-    except ImportError:
-        webdriver = None
-    require(webdriver is not None, "selenium is not installed (pip install selenium)")
-    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    require(CHROMEDRIVER.exists(), f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                 "--window-size=1000,900", "--hide-scrollbars"):
-        options.add_argument(flag)
-    # Chromium also writes outside its profile (crash-report settings, dconf): point HOME and the
-    # XDG folders into tmp_path too. An explicit driver path: selenium never runs Selenium Manager.
-    home = tmp_path / "home"
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache"), "XDG_RUNTIME_DIR": str(home / "run")}
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), env=env)
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = start_chromium(tmp_path / "chromium", "1000,900", "--hide-scrollbars")
     driver.set_page_load_timeout(WAIT_S)
     yield driver
     driver.quit()

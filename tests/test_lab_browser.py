@@ -7,7 +7,7 @@ cell shows an error, and every cell that plots shows a rendered image right unde
 and COURSE_OUTPUT_DIR in a temporary folder, so nothing is saved into the repository.
 
 Needs Debian's `chromium` and `chromium-driver` and the PyPI package `selenium`; without them the
-test is skipped, except with CI=true, where a missing one fails it (as in test_app_browser.py).
+test is skipped, except with CI=true, where a missing one fails it (tests/chromium.py).
 
 The README's screenshot outputs/figures/lab_screenshot.png comes from this test:
     LAB_SCREENSHOT=outputs/figures/lab_screenshot.png \\
@@ -34,9 +34,8 @@ import pytest
 
 from course_lib.paths import REPO_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-IN_CI = os.environ.get("CI") == "true"
+from chromium import start_chromium  # tests/chromium.py: headless Chromium, skip or fail without it
+
 BIN = Path(sys.executable).parent  # the venv's bin: `make lab` runs $(BIN)/jupyter with it first on PATH
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # The numbered notebooks in the order `make course` runs them (later ones read earlier results).
@@ -60,13 +59,6 @@ START_S = 120    # JupyterLab, Chromium and a kernel starting on a busy two-core
 RUN_S = 600      # one smoke notebook (they take 3-30 s under nbval)
 # JupyterLab asks once whether to fetch Jupyter's news (a pop-up over the screenshot): answer no.
 NO_NEWS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"}}
-
-
-def require(ok: bool, reason: str) -> None:
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"{reason} -- CI=true, and CI must install it so that this test runs.")
-        pytest.skip(reason)
 
 
 def _notebook_guard():
@@ -158,26 +150,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    try:
-        from selenium import webdriver
-    except ImportError:
-        webdriver = None
-    require(webdriver is not None, "selenium is not installed (pip install selenium)")
-    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    require(CHROMEDRIVER.exists(), f"{CHROMEDRIVER} is missing (apt-get install chromium-driver)")
-    root = tmp_path_factory.mktemp("chromium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={root / 'profile'}", "--window-size=1280,1160"):
-        options.add_argument(flag)
-    # Chromium also writes outside its profile: HOME and the XDG folders point into tmp too.
-    home = root / "home"
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache"), "XDG_RUNTIME_DIR": str(home / "run")}
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), env=env)
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium"), "1280,1160")
     driver.set_page_load_timeout(START_S)
     driver.set_script_timeout(RUN_S)
     yield driver
