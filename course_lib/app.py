@@ -84,7 +84,7 @@ from .bpe import TokenizerFileError
 from .checkpoints import CheckpointError
 from .device import pick_device
 from .finetune import HOUSES, chat_prompt, sorting_prompt, spell_prompt
-from .task_scores import complete, completion_logprob
+from .task_scores import answer_logprobs, complete, parse_spell
 from .generation import SamplingError
 from .paths import TASKS_DIR
 from .tokenizers import UnknownCharacterError
@@ -440,22 +440,16 @@ def load_task_data(tasks_dir: Path = TASKS_DIR) -> TaskData:
 
 
 def spell_parts(incantation: str, lexicon) -> list[dict] | None:
-    """Split an incantation into the lexicon's pieces, [ro] + root + ending (data/README.md):
-    "roketis" -> ro (strongly) + ket (close, lock, bind) + is (a door, gate, lid or lock).
-    None when it does not split that way (the model invented something else)."""
-    by_kind: dict[str, list[dict]] = {"prefix": [], "root": [], "ending": []}
-    for entry in lexicon:
-        by_kind.setdefault(entry["kind"], []).append(entry)
-    for prefix in [None, *by_kind["prefix"]]:
-        if prefix and not incantation.startswith(prefix["morpheme"]):
-            continue
-        rest = incantation[len(prefix["morpheme"]):] if prefix else incantation
-        for root in by_kind["root"]:
-            ending = rest[len(root["morpheme"]):]
-            match = next((e for e in by_kind["ending"] if e["morpheme"] == ending), None)
-            if rest.startswith(root["morpheme"]) and match:
-                return [part for part in (prefix, root, match) if part]
-    return None
+    """Split an incantation into the lexicon's pieces, [ro] + root + ending (data/README.md), with
+    their meanings: "roketis" -> ro (strongly) + ket (close, lock, bind) + is (a door, gate, lid or
+    lock). None when it does not split that way (the model invented something else). The split is
+    task_scores.parse_spell's, the one notebook 11b scores by."""
+    morphemes = {kind: [e["morpheme"] for e in lexicon if e["kind"] == kind] for kind in ("prefix", "root", "ending")}
+    split = parse_spell(incantation, morphemes)
+    if split is None:
+        return None
+    entry = {(e["kind"], e["morpheme"]): e for e in lexicon}
+    return [entry[kind, part] for kind, part in zip(("prefix", "root", "ending"), split) if part]
 
 
 def hall_probabilities(loaded: registry.LoadedModel, description: str) -> tuple[dict, dict]:
@@ -463,13 +457,14 @@ def hall_probabilities(loaded: registry.LoadedModel, description: str) -> tuple[
 
     Each hall's whole answer (" Lantern", " Thorn", ...; some are two tokens) is scored by its
     log-likelihood after the sorting prompt: the sum of its tokens' log-probabilities, which is
-    log P(answer | prompt), the score task_scores.sorting_accuracy picks the best hall by. A softmax
+    log P(answer | prompt), the score task_scores.sorting_scores picks the best hall by. A softmax
     over the four turns them into the model's probability of each hall given that it names one.
     -> ({hall: probability}, {hall: summed log-probability}), in HOUSES order.
     """
     prompt = sorting_prompt(description)
-    logp = torch.tensor([completion_logprob(loaded.model, loaded.tokenizer, prompt, f" {hall}", loaded.device)
-                         for hall in HOUSES])                                   # (4,)
+    scored = answer_logprobs(loaded.model, loaded.tokenizer, [(prompt, f" {hall}") for hall in HOUSES],
+                             loaded.device)                                     # one batched pass
+    logp = torch.tensor([lp for lp, _ in scored])                               # (4,)
     probs = torch.softmax(logp, dim=0)                                          # (4,)
     return ({h: round(p, 4) for h, p in zip(HOUSES, probs.tolist())},
             {h: round(lp, 4) for h, lp in zip(HOUSES, logp.tolist())})

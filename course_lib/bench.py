@@ -63,14 +63,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .device import amp_dtype_for, autocast, can_compile, compile_model, describe_device, enable_tf32, synchronize
+from .device import (amp_dtype_for, autocast, can_compile, compile_model, describe_device, enable_tf32,
+                     set_cpu_threads, synchronize)
 from .generation import generate
 from .models import GPT, BigramLM, GPTConfig
 from .models.gpt2 import gpt2_config, padded_vocab
 from .models.lstm import LSTMConfig, LSTMLanguageModel, detach_hidden
 from .optimization import OptimizerStep, make_optimizer
 from .profiles import PROFILE_NAMES, SETTINGS
-from .train import CommandError, CommandParser, cli_entry, positive_float, positive_int, resolve_device
+from .cli import CommandError, CommandParser, cli_entry, positive_float, positive_int, resolve_device
 from .training import lm_loss
 
 # family -> the notebook key whose settings (profiles.py) give its sizes
@@ -238,18 +239,6 @@ def measure_generation(model: nn.Module, family: str, info: dict, device: torch.
 def cache_kinds(family: str) -> list[str]:
     """Which generation rows a family gets."""
     return {"bigram": ["n/a"], "lstm": ["hidden"], "char_gpt": ["none", "kv"], "gpt2": ["none", "kv"]}[family]
-
-
-def set_cpu_threads(profile: str, threads: int | None) -> int:
-    """The course's own policy (profiles.setup_notebook): 1 thread for smoke models, too small to
-    gain from more; every core otherwise. OMP_NUM_THREADS or --threads override it."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if threads is None and env.isdigit() and int(env) > 0:
-        threads = int(env)
-    if threads is None:
-        threads = 1 if profile == "smoke" else max(1, os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-    return threads
 
 
 def bench_case(family: str, profile: str, device: torch.device, args, amp, peak) -> list[dict]:

@@ -53,7 +53,25 @@ def pick_device(preference: str = "auto") -> torch.device:
         raise RuntimeError("device='mps' was asked for but MPS is not available here; use 'auto' or 'cpu'.")
     if preference not in ("cpu", "mps") and not preference.startswith("cuda"):
         raise ValueError(f"Unknown device {preference!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-    return torch.device(preference)
+    device = torch.device(preference)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device={preference!r}: this machine has {count} CUDA GPU(s), numbered 0 to {count - 1}.")
+    return device
+
+
+def set_cpu_threads(profile: str, threads: int | None = None) -> int:
+    """The course's CPU thread policy (notebooks, train, bench): every core for the cpu and gpu sizes
+    (torch's default is sometimes lower inside containers); 1 for smoke, whose models are so small
+    that threads cost more than they save. An explicit `threads`, else OMP_NUM_THREADS (e.g. on a
+    shared machine), always wins. Returns the number set."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if threads is None and env.isdigit() and int(env) > 0:
+        threads = int(env)
+    if threads is None:
+        threads = 1 if profile == "smoke" else max(1, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def describe_device(device: torch.device) -> str:

@@ -14,7 +14,7 @@ import itertools
 import sys
 
 from .registry import list_checkpoints, load_model
-from .train import CommandParser, cli_entry, resolve_device, seed_type
+from .cli import CommandParser, cli_entry, resolve_device, seed_type
 
 
 def build_parser() -> CommandParser:

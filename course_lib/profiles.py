@@ -269,7 +269,7 @@ class NotebookRun:
 def setup_notebook(notebook: str, profile: str = "auto", corpus: str = "bundled", seed: int = 1337,
                    output_dir: str | None = None, device: str = "auto", verbose: bool = True) -> NotebookRun:
     """The second cell of every notebook: resolve parameters, seed, pick the device, print a summary."""
-    from .device import describe_device, pick_device, seed_everything
+    from .device import describe_device, pick_device, seed_everything, set_cpu_threads
     from .paths import output_dir as resolve_output_dir
 
     params = env_overrides(profile=profile, corpus=corpus, seed=seed, output_dir=output_dir, device=device)
@@ -280,14 +280,7 @@ def setup_notebook(notebook: str, profile: str = "auto", corpus: str = "bundled"
     cfg = settings_for(notebook, chosen)
     dev = pick_device(params["device"])
     if dev.type == "cpu":
-        # cpu/gpu sizes: use every core for matmuls (torch's default is sometimes lower inside
-        # containers). smoke: the models are so small that threads cost more than they save.
-        # An explicit OMP_NUM_THREADS (e.g. on a shared machine) always wins.
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit() and int(threads) > 0:
-            torch.set_num_threads(int(threads))
-        else:
-            torch.set_num_threads(1 if chosen == "smoke" else max(1, os.cpu_count() or 1))
+        set_cpu_threads(chosen)  # every core; 1 for smoke; OMP_NUM_THREADS wins
     generator = seed_everything(params["seed"])
     run = NotebookRun(notebook=notebook, profile=chosen, cfg=cfg, corpus=params["corpus"],
                       seed=params["seed"], device=dev, output_dir=out, generator=generator)

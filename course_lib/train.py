@@ -14,126 +14,19 @@ says, and never over an existing one unless --force is given. Then:
     python -m course_lib.generate --checkpoint dropout --prompt "WREN:"
     python -m course_lib.app                                   # the web page lists it too
 
-This module also holds the plumbing every command-line tool of the course shares (generate,
-bench, train_gpt2): argument types, the device check, and `cli_entry`, which turns any error into
-ONE line `error: <what is wrong and what to do>` on stderr and a non-zero exit status.
+Like every command-line tool of the course, it reports a mistake as ONE line `error: ...`
+(course_lib.cli).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-# ----------------------------------------------------------------------------- shared CLI plumbing
-
-MAX_SEED = 2**32 - 1  # NumPy's limit, and train_gpt2 derives per-step seeds as seed * 2**32 + step
-
-
-class CommandError(Exception):
-    """A mistake in what the user asked for; the message says what to do instead."""
-
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse, with a usage mistake reported like every other error: one `error: ...` line."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-def seed_type(text: str) -> int:
-    """argparse type for --seed: an integer from 0 to 2**32 - 1 (torch, NumPy and Python accept it)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def resolve_device(preference: str) -> torch.device:
-    """course_lib.device.pick_device, plus a check that cuda:N exists; any problem is a CommandError."""
-    from .device import pick_device
-
-    try:
-        device = pick_device(preference)
-    except (RuntimeError, ValueError) as err:
-        raise CommandError(f"--device {preference}: {err}") from err
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise CommandError(f"--device {preference}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                           f"numbered 0 to {torch.cuda.device_count() - 1}.")
-    return device
-
-
-def one_line(err: BaseException) -> str:
-    """The error as one line a student can act on."""
-    message = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, KeyError):
-        message = f"missing entry {message}"
-    if isinstance(err, torch.OutOfMemoryError):
-        return (f"out of memory on the device ({message[:200]}). Use a smaller --batch-size or --block-size, "
-                "or a smaller --profile.")
-    # Our own errors and the standard "bad value / bad file" ones carry messages written for people;
-    # anything else is a bug we did not foresee, and says how to see where it happened.
-    ours = type(err).__module__.startswith("course_lib") or isinstance(err, (ValueError, OSError))
-    if ours:
-        return message[:1500]
-    return (f"{type(err).__name__}: {message[:1000]} (unexpected: run again with COURSE_DEBUG=1 to see where "
-            "it happened, and please report it)")
-
-
-def cli_entry(main):
-    """Wrap a command's main(argv) -> exit code: every error becomes one `error: ...` line on
-    stderr and exit status 2 (130 for Ctrl-C), never a traceback. COURSE_DEBUG=1 shows the
-    traceback instead. argparse's own usage errors (exit 2) and SystemExit pass through.
-    Under torchrun only rank 0 prints, so a message appears once, not once per process."""
-
-    @functools.wraps(main)
-    def run(argv=None) -> int:
-        speak = os.environ.get("RANK", "0") == "0"
-        try:
-            return main(argv)
-        except KeyboardInterrupt:
-            if speak:
-                print("error: interrupted. Checkpoints saved before this point are unchanged.", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # the reader went away (e.g. `| head`): not our failure, stop quietly
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keeps Python's exit-time flush quiet)
-            return 0
-        except Exception as err:
-            if os.environ.get("COURSE_DEBUG"):
-                raise
-            if speak:
-                print(f"error: {one_line(err)}", file=sys.stderr)
-            return 2
-
-    return run
-
+from .cli import CommandError, CommandParser, cli_entry, positive_float, positive_int, resolve_device, seed_type
 
 # ----------------------------------------------------------------------------- where the checkpoint goes
 
@@ -249,11 +142,11 @@ def train_lstm(args, cfg, device, weights: Path, meta: dict) -> None:
 
 def train_gpt2(args, cfg, device, weights: Path, meta: dict) -> None:
     """Notebook 10: GPT-2 on BPE tokens with training.train; --init starts from published weights."""
-    from .batching import as_tensor, make_dataloader
+    from .batching import make_dataloader
     from .bpe import BPETokenizer
-    from .corpus import load_corpus, split_corpus
     from .models import GPT
     from .models.gpt2 import GPT2_PRESETS, check_bpe_vocab, from_pretrained, gpt2_config
+    from .train_gpt2 import load_tokens
     from .training import TrainConfig, train
 
     if args.init:  # first, so that missing weights stop the run before any other work
@@ -271,8 +164,7 @@ def train_gpt2(args, cfg, device, weights: Path, meta: dict) -> None:
         model = GPT(gpt2_config(cfg["preset"], block_size=block, dropout=cfg["dropout"]))
     model.to(device)
     tok = BPETokenizer()
-    splits = split_corpus(load_corpus(args.corpus).text)
-    train_ids, val_ids = as_tensor(tok.encode(splits.train)), as_tensor(tok.encode(splits.val))
+    train_ids, val_ids = load_tokens(args.corpus)
     print(f"GPT-2 ({args.init or cfg['preset']}): {model.num_parameters():,} parameters, context {block} | "
           f"{len(train_ids):,} training tokens")
     loader = make_dataloader(train_ids, block, min(cfg["stride"], block), cfg["batch_size"], seed=args.seed)
@@ -289,7 +181,7 @@ def train_finetune(args, cfg, device, weights: Path, meta: dict) -> None:
     the test rows stay unread (notebook 11b reads them once)."""
     from .bpe import BPETokenizer
     from .finetune import FinetuneConfig, finetune, load_examples, split_dev
-    from .task_scores import rate, sorting_accuracy
+    from .task_scores import sorting_scores
     from .models.gpt2 import load_base
 
     model = load_base(args.base, args.output_dir, device)  # first: a missing base stops the run at once
@@ -301,9 +193,9 @@ def train_finetune(args, cfg, device, weights: Path, meta: dict) -> None:
     config = FinetuneConfig.from_settings(cfg, seed=args.seed, checkpoint_path=str(weights))
     history = finetune(model, tok, train_examples, config, device, dev_examples=dev_examples, checkpoint_meta=meta)
     sorting = [e for e in dev_examples if e.task == "sorting"][:cfg["eval_limit"]]
-    correct = round(sorting_accuracy(model, tok, sorting, device)["accuracy"] * len(sorting))
+    accuracy = sorting_scores(model, tok, sorting, device).predictions().accuracy
     print(f"{config.max_steps} steps in {history.seconds:.0f} s, kept step {history.best_step} (best dev loss "
-          f"{history.best_dev_loss:.3f}) | dev sorting accuracy {rate(correct, len(sorting))} "
+          f"{history.best_dev_loss:.3f}) | dev sorting accuracy {accuracy} "
           "(chance 0.25; notebook 11b scores every task with baselines)")
 
 
@@ -379,7 +271,7 @@ def build_parser() -> CommandParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .device import seed_everything
+    from .device import seed_everything, set_cpu_threads
     from .registry import checkpoints_dir
 
     _, default_name, notebook = FAMILIES[args.family]
@@ -388,10 +280,8 @@ def main(argv=None) -> int:
         args.profile = "gpu" if device.type == "cuda" else "cpu"
     cfg = profile_settings(args)
     weights = check_target(checkpoint_target(args.out, default_name, args.output_dir), args.force)
-    if device.type == "cpu":  # the notebooks' policy (profiles.setup_notebook); OMP_NUM_THREADS wins
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0
-                              else 1 if args.profile == "smoke" else max(1, os.cpu_count() or 1))
+    if device.type == "cpu":
+        set_cpu_threads(args.profile)  # the notebooks' policy; OMP_NUM_THREADS wins
     seed_everything(args.seed)
     print(f"{args.family} (notebook {notebook}) | profile {args.profile} | corpus {args.corpus} | seed {args.seed} "
           f"| device {device} -> {weights}", flush=True)
@@ -407,8 +297,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the copy imported as course_lib.train (not this __main__ one), so that its error classes
-    # are the very ones the library and the other tools raise and recognise.
-    from course_lib.train import main as train_main
-
-    raise SystemExit(train_main())
+    raise SystemExit(main())

@@ -71,7 +71,7 @@ from .device import amp_dtype_for, autocast, compile_model, describe_device, ena
 from .models import GPT
 from .models.gpt2 import GPT2_PRESETS, check_bpe_vocab, from_pretrained, gpt2_config, padded_vocab, pretrained_files
 from .optimization import OptimizerStep, TrainingDivergedError, lr_at, make_optimizer, nll_sum, set_lr
-from .train import CommandError, CommandParser, cli_entry, resolve_device, seed_type
+from .cli import CommandError, CommandParser, cli_entry, resolve_device, seed_type
 from .training import lm_loss
 
 CHECKPOINT = "model"   # -> model.safetensors, model.json, model.resume.pt
