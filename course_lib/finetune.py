@@ -321,6 +321,8 @@ def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, 
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     order, cursor = torch.randperm(len(encoded), generator=generator).tolist(), 0
+    check_every_step = device.type == "cpu"  # reading a loss is free on a CPU, a host sync on a GPU
+    pending: list[torch.Tensor] = []          # step losses not yet read on the host
     start = time.perf_counter()
     for step in tqdm(range(config.max_steps), desc="fine-tuning", disable=not progress, mininterval=1.0):
         if cursor + config.batch_size > len(order):
@@ -334,12 +336,14 @@ def finetune(model, tokenizer, examples: list[Example], config: FinetuneConfig, 
         set_lr(optimizer, lr)
         with autocast(device, amp):
             loss = completion_loss(model, x, y, config.per_example)
-        check_finite(loss, step, lr)
+        if check_every_step or step % config.eval_interval == 0:  # as training.train: no per-step sync on a GPU
+            check_finite(loss, step, lr)
         stepper.backward(loss)
         stepper.step(model.parameters())
         history.steps.append(step)
-        history.loss.append(loss.item())
+        pending.append(loss.detach())
         history.lr.append(lr)
+    history.loss.extend(t.item() for t in pending)  # the step losses, read on the host once
     if dev_examples:
         score_dev(config.max_steps)
     history.seconds = time.perf_counter() - start

@@ -523,6 +523,8 @@ def main(argv=None) -> int:
                 Path(args.out).mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise CommandError(f"cannot create the --out folder {args.out} ({err.strerror or err}).") from err
+            if not os.access(args.out, os.W_OK):  # now, not at the first save after minutes of training
+                raise CommandError(f"the --out folder {args.out} is not writable: choose another --out.")
         if d.distributed:
             dist.barrier()  # the folder exists before any rank looks into it
         train(args, accum, d)
